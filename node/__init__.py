@@ -1,0 +1,3 @@
+"""MedLedger node daemon package."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The integrator API: the medledger.v1.Gateway gRPC service."""

@@ -1,0 +1,189 @@
+"""medledger.v1.Gateway handlers.
+
+grpcio has no trio support (NOTES.md), so the server is grpcio's thread-pool server and
+each handler runs in a pool thread. Handlers only touch `NodeCore`, which is thread-safe;
+the one thing they ask of the trio loop (waking the orderer) goes through
+`TrioToken.run_sync_soon`, which never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+from medledger.v1 import gateway_pb2, gateway_pb2_grpc, ledger_pb2
+
+import node
+from node.codes import TxCode, TxStatus
+from node.core import NodeCore, TxOutcome
+from node.crypto.hashing import sha256
+from node.tx import Rejection, parse
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _response(outcome: TxOutcome) -> gateway_pb2.SubmitResponse:
+    return gateway_pb2.SubmitResponse(
+        tx_id=outcome.tx_id,
+        status=int(outcome.status),  # type: ignore[arg-type]
+        code=int(outcome.code),  # type: ignore[arg-type]
+        message=outcome.message,
+        height=outcome.height,
+    )
+
+
+class Gateway(gateway_pb2_grpc.GatewayServicer):
+    def __init__(
+        self,
+        core: NodeCore,
+        wait_timeout_ms: int,
+        role: Callable[[], tuple[str, str, int, list[str]]],
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.core = core
+        self.wait_timeout_ms = wait_timeout_ms
+        self.role = role
+        self.clock = clock
+
+    def Submit(
+        self, request: gateway_pb2.SubmitRequest, context: grpc.ServicerContext
+    ) -> gateway_pb2.SubmitResponse:
+        outcome, future = self.core.submit(request.signed_tx, self.clock(), wait=request.wait)
+        if future is not None:
+            timeout = (request.wait_timeout_ms or self.wait_timeout_ms) / 1000
+            try:
+                outcome = future.result(timeout=timeout)
+            except concurrent.futures.TimeoutError:
+                outcome = TxOutcome(
+                    outcome.tx_id,
+                    TxStatus.PENDING,
+                    TxCode.VALID,
+                    "not committed within the wait timeout; still pending",
+                )
+        return _response(outcome)
+
+    def SubmitBatch(
+        self, request: gateway_pb2.SubmitBatchRequest, context: grpc.ServicerContext
+    ) -> gateway_pb2.SubmitBatchResponse:
+        now = self.clock()
+        return gateway_pb2.SubmitBatchResponse(
+            responses=[_response(self.core.submit(raw, now)[0]) for raw in request.signed_txs]
+        )
+
+    def GetTransaction(
+        self, request: gateway_pb2.GetTransactionRequest, context: grpc.ServicerContext
+    ) -> gateway_pb2.TransactionInfo:
+        if len(request.tx_id) != 32:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "tx_id must be 32 bytes (SHA-256)")
+        outcome = self.core.status_of(request.tx_id)
+        info = gateway_pb2.TransactionInfo(
+            tx_id=request.tx_id,
+            status=int(outcome.status),  # type: ignore[arg-type]
+            code=int(outcome.code),  # type: ignore[arg-type]
+            height=outcome.height,
+            message=outcome.message,
+        )
+        location = self.core.ledger.tx_location(request.tx_id)
+        if location is not None:
+            block = self.core.ledger.block(location.height)
+            results = self.core.ledger.results(location.height)
+            if block is not None:
+                info.signed_tx = block.txs[location.index]
+                info.index = location.index
+            if results is not None:
+                info.result = results.results[location.index].result
+                info.message = results.results[location.index].message
+        return info
+
+    def Query(
+        self, request: gateway_pb2.QueryRequest, context: grpc.ServicerContext
+    ) -> gateway_pb2.QueryResponse:
+        try:
+            tx = parse(request.signed_query, self.core.checker.rules.max_tx_bytes)
+        except Rejection as rej:
+            return gateway_pb2.QueryResponse(code=int(rej.code), message=rej.message)  # type: ignore[arg-type]
+        height = self.core.ledger.tip.height
+        outcome = self.core.executor.query(tx, self.clock())
+        return gateway_pb2.QueryResponse(
+            code=int(outcome.code),  # type: ignore[arg-type]
+            message=outcome.message,
+            result=outcome.result if outcome.code == TxCode.VALID else b"",
+            height=height,
+        )
+
+    def _block_info(self, height: int) -> gateway_pb2.BlockInfo | None:
+        ledger = self.core.ledger
+        data = ledger.block_bytes(height)
+        if data is None:
+            return None
+        block = ledger_pb2.Block.FromString(data)
+        return gateway_pb2.BlockInfo(
+            block=block, hash=sha256(block.header), results=ledger.results(height)
+        )
+
+    def GetBlock(
+        self, request: gateway_pb2.GetBlockRequest, context: grpc.ServicerContext
+    ) -> gateway_pb2.BlockInfo:
+        info = self._block_info(request.height)
+        if info is None:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no block at height {request.height}; the chain is at height "
+                f"{self.core.ledger.tip.height}",
+            )
+        return info
+
+    def _follow(self, start: int, context: grpc.ServicerContext) -> Iterator[int]:
+        """Heights from `start` on, waiting for new blocks, until the client goes away or
+        the node stops."""
+        height = start
+        while context.is_active() and not self.core.closing:
+            if height <= self.core.ledger.tip.height:
+                yield height
+                height += 1
+                continue
+            with self.core.new_block:
+                if height > self.core.ledger.tip.height and not self.core.closing:
+                    self.core.new_block.wait(timeout=1.0)
+
+    def StreamBlocks(
+        self, request: gateway_pb2.StreamBlocksRequest, context: grpc.ServicerContext
+    ) -> Iterator[gateway_pb2.BlockInfo]:
+        for height in self._follow(request.from_height, context):
+            info = self._block_info(height)
+            if info is not None:
+                yield info
+
+    def StreamEvents(
+        self, request: gateway_pb2.StreamEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[ledger_pb2.Event]:
+        for height in self._follow(request.from_height, context):
+            results = self.core.ledger.results(height)
+            if results is None:
+                continue
+            for result in results.results:
+                for event in result.events:
+                    if not request.contract or event.contract == request.contract:
+                        yield event
+
+    def GetStatus(
+        self, request: gateway_pb2.GetStatusRequest, context: grpc.ServicerContext
+    ) -> gateway_pb2.NodeStatus:
+        tip = self.core.ledger.tip
+        role, leader, term, peers = self.role()
+        return gateway_pb2.NodeStatus(
+            node=self.core.name,
+            height=tip.height,
+            last_block_hash=tip.hash,
+            role=role,
+            leader=leader,
+            term=term,
+            peers=peers,
+            chain_id=self.core.genesis.chain_id,
+            mempool_size=len(self.core.mempool),
+            version=node.__version__,
+        )

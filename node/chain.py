@@ -1,0 +1,48 @@
+"""Assembling the execution pipeline of a chain from its genesis block: the same code
+serves the daemon, start-up replay and `ledger verify`, so they can never disagree."""
+
+from __future__ import annotations
+
+from node.crypto.certs import IdentityVerifier
+from node.execution.executor import BlockExecutor
+from node.execution.inprocess import InProcessEngine
+from node.execution.types import ContractModule
+from node.genesis import Genesis
+from node.ledger.ledger import Ledger
+from node.tx import ChainRules, TxChecker
+
+REVOKED_PREFIX = b"consortium/revoked/"
+
+
+def load_engine(genesis: Genesis) -> InProcessEngine:
+    engine = InProcessEngine()
+    for code in genesis.config.contracts:
+        engine.load(
+            ContractModule(
+                code.name,
+                code.source,
+                code.code_hash,
+                code.engine_version,
+                tuple(code.dependencies),
+            )
+        )
+    return engine
+
+
+def build_checker(genesis: Genesis, ledger: Ledger) -> TxChecker:
+    params = genesis.config.params
+    rules = ChainRules(
+        chain_id=genesis.chain_id,
+        max_tx_bytes=params.max_tx_bytes,
+        max_tx_ttl_ms=params.max_tx_ttl_ms,
+        max_clock_skew_ms=params.max_clock_skew_ms,
+    )
+    return TxChecker(
+        rules,
+        IdentityVerifier(genesis.ca_certificates()),
+        lambda identity: ledger.state_get(REVOKED_PREFIX + identity.encode()) is not None,
+    )
+
+
+def build_executor(genesis: Genesis, ledger: Ledger) -> BlockExecutor:
+    return BlockExecutor(ledger, build_checker(genesis, ledger), load_engine(genesis))

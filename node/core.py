@@ -1,0 +1,183 @@
+"""The node's shared state between the gRPC handler threads and the trio tasks.
+
+gRPC handlers run in threads (grpcio has no trio support, NOTES.md); they parse and verify
+a transaction in their own thread, then take `lock` only to touch the mempool. The
+orderer (a trio task) takes batches out and applies them in a worker thread. `lock`
+guards the mempool, the in-flight set and the waiters; the ledger is only written by the
+one applying thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from node.codes import TxCode, TxStatus
+from node.execution.executor import BlockExecutor
+from node.genesis import Genesis
+from node.ledger.ledger import BlockWrite, Ledger
+from node.mempool.mempool import Mempool, PendingTx
+from node.tx import ParsedTx, Rejection, TxChecker, parse
+
+log = structlog.get_logger("medledger.node")
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    tx_id: bytes
+    status: TxStatus
+    code: TxCode
+    message: str = ""
+    height: int = 0
+
+
+class NodeCore:
+    def __init__(
+        self,
+        name: str,
+        genesis: Genesis,
+        ledger: Ledger,
+        executor: BlockExecutor,
+        checker: TxChecker,
+        mempool: Mempool,
+        wake_orderer: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.name = name
+        self.genesis = genesis
+        self.ledger = ledger
+        self.executor = executor
+        self.checker = checker
+        self.mempool = mempool
+        self.wake_orderer = wake_orderer
+        self.lock = threading.Lock()
+        self._inflight: set[bytes] = set()
+        self._waiters: dict[bytes, list[concurrent.futures.Future[TxOutcome]]] = {}
+        self.new_block = threading.Condition()
+        self.closing = False
+        self.max_block_txs = int(genesis.config.params.max_block_txs)
+
+    # -- admission (gRPC threads) --------------------------------------------------------
+
+    def submit(
+        self, raw: bytes, now_ms: int, wait: bool = False
+    ) -> tuple[TxOutcome, concurrent.futures.Future[TxOutcome] | None]:
+        """Admission checks, then the mempool. Never raises: a refusal is an outcome with
+        status INVALID and the specific code."""
+        tx_id = b""
+        try:
+            if self.closing:
+                raise Rejection(TxCode.SHUTTING_DOWN, "node is shutting down; submit elsewhere")
+            tx = parse(raw, self.checker.rules.max_tx_bytes)
+            tx_id = tx.tx_id
+            location = self.ledger.tx_location(tx.tx_id)
+            if location is not None:
+                raise Rejection(
+                    TxCode.DUPLICATE_TXID,
+                    f"transaction already in block {location.height} "
+                    f"(code {TxCode(location.code).name})",
+                )
+            identity = self.checker.check(tx, now_ms)
+            return self._enqueue(tx, identity.institution, now_ms, wait)
+        except Rejection as rej:
+            log.debug("tx_rejected", code=rej.code.name, reason=rej.message)
+            return TxOutcome(tx_id, TxStatus.INVALID, rej.code, rej.message), None
+
+    def _enqueue(
+        self, tx: ParsedTx, institution: str, now_ms: int, wait: bool
+    ) -> tuple[TxOutcome, concurrent.futures.Future[TxOutcome] | None]:
+        pending = PendingTx(tx.tx_id, tx.raw, institution, tx.body.expires_at_ms, now_ms)
+        with self.lock:
+            if self.closing:
+                raise Rejection(TxCode.SHUTTING_DOWN, "node is shutting down; submit elsewhere")
+            if tx.tx_id in self._inflight:
+                raise Rejection(TxCode.DUPLICATE_TXID, "transaction is already being ordered")
+            # Checked again under the lock: the tx may have committed since the first look.
+            if self.ledger.tx_location(tx.tx_id) is not None:
+                raise Rejection(TxCode.DUPLICATE_TXID, "transaction already committed")
+            self.mempool.add(pending)
+            future: concurrent.futures.Future[TxOutcome] | None = None
+            if wait:
+                future = concurrent.futures.Future()
+                self._waiters.setdefault(tx.tx_id, []).append(future)
+            first = len(self.mempool) == 1 or len(self.mempool) >= self.max_block_txs
+        if first:
+            self.wake_orderer()
+        return TxOutcome(tx.tx_id, TxStatus.PENDING, TxCode.VALID), future
+
+    def status_of(self, tx_id: bytes) -> TxOutcome:
+        location = self.ledger.tx_location(tx_id)
+        if location is not None:
+            code = TxCode(location.code)
+            status = TxStatus.COMMITTED if code == TxCode.VALID else TxStatus.INVALID
+            return TxOutcome(tx_id, status, code, height=location.height)
+        with self.lock:
+            if tx_id in self.mempool or tx_id in self._inflight:
+                return TxOutcome(tx_id, TxStatus.PENDING, TxCode.VALID)
+        return TxOutcome(tx_id, TxStatus.UNKNOWN, TxCode.VALID, "this node has not seen it")
+
+    # -- ordering (trio task + worker thread) --------------------------------------------
+
+    def take_batch(self, now_ms: int, max_txs: int, max_bytes: int) -> list[PendingTx]:
+        with self.lock:
+            batch, expired = self.mempool.take(max_txs, max_bytes, now_ms)
+            self._inflight.update(tx.tx_id for tx in batch)
+            dropped = [(tx.tx_id, self._waiters.pop(tx.tx_id, [])) for tx in expired]
+        for tx_id, futures in dropped:
+            outcome = TxOutcome(tx_id, TxStatus.INVALID, TxCode.EXPIRED, "expired while pending")
+            for future in futures:
+                future.set_result(outcome)
+        return batch
+
+    def apply(self, batch: list[PendingTx], leader_time_ms: int) -> BlockWrite:
+        """Derive, execute and durably commit the block for `batch` (worker thread)."""
+        write = self.executor.derive([tx.raw for tx in batch], leader_time_ms, self.name)
+        self.ledger.commit(write)
+        self.committed(write)
+        return write
+
+    def committed(self, write: BlockWrite) -> None:
+        """Resolve waiters and wake block streams after `write` is on disk."""
+        outcomes: list[tuple[list[concurrent.futures.Future[TxOutcome]], TxOutcome]] = []
+        with self.lock:
+            for tx_id, raw_code, message in zip(
+                write.tx_ids, write.codes, write.messages, strict=True
+            ):
+                self._inflight.discard(tx_id)
+                futures = self._waiters.pop(tx_id, [])
+                if futures:
+                    code = TxCode(raw_code)
+                    status = TxStatus.COMMITTED if code == TxCode.VALID else TxStatus.INVALID
+                    outcomes.append(
+                        (futures, TxOutcome(tx_id, status, code, message, write.height))
+                    )
+        for futures, outcome in outcomes:
+            for future in futures:
+                future.set_result(outcome)
+        with self.new_block:
+            self.new_block.notify_all()
+
+    def close(self) -> None:
+        """Refuse further submissions; pending transactions are still ordered."""
+        with self.lock:
+            self.closing = True
+
+    def release_waiters(self) -> None:
+        """At the very end: answer every waiter that is left (their tx stays pending)."""
+        with self.lock:
+            waiters, self._waiters = self._waiters, {}
+        for tx_id, futures in waiters.items():
+            for future in futures:
+                future.set_result(
+                    TxOutcome(
+                        tx_id,
+                        TxStatus.PENDING,
+                        TxCode.SHUTTING_DOWN,
+                        "node stopped before the transaction committed",
+                    )
+                )
+        with self.new_block:
+            self.new_block.notify_all()

@@ -1,0 +1,1 @@
+"""Contract execution: the types every engine shares, the in-process engine, the sandbox."""

@@ -1,0 +1,338 @@
+"""Deriving a block from an ordered batch (DESIGN §3.1 step 4), and re-deriving a stored
+one to check it (start-up replay, `ledger verify`, later block sync).
+
+Every admission check is repeated here against committed state and block time: what a
+node's admission let through is only a hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from medledger.v1 import ledger_pb2
+
+from node.codes import TxCode
+from node.crypto.hashing import EMPTY_ROOT, length_prefixed, merkle_root, sha256
+from node.execution.types import Caller, ContractEngine, Invocation, Outcome, StateReader
+from node.genesis import HEADER_VERSION
+from node.ledger.layout import TxLocation
+from node.ledger.ledger import BlockWrite, Ledger, StateWrite, decode_block
+from node.tx import ParsedTx, Rejection, TxChecker, decode_args, parse
+
+DEFAULT_GAS_LIMIT = 10_000_000
+
+# Codes under which a tx id is recorded in the tx index, so that the same body can never
+# commit again. A code reached before the signature was verified (BAD_SIGNATURE,
+# UNKNOWN_CREATOR, ...) is not recorded: otherwise anyone who saw a body could burn its id
+# by sending it with a garbage signature. Codes that no signature can ever cure are.
+INDEXED_CODES = frozenset(
+    {
+        TxCode.VALID,
+        TxCode.UNKNOWN_CONTRACT,
+        TxCode.UNKNOWN_FUNCTION,
+        TxCode.BAD_ARGUMENTS,
+        TxCode.PERMISSION_DENIED,
+        TxCode.CONTRACT_ERROR,
+        TxCode.OUT_OF_GAS,
+        TxCode.EXPIRED,
+        TxCode.WRONG_CHAIN,
+        TxCode.TTL_TOO_LONG,
+    }
+)
+
+
+class Divergence(Exception):
+    """A re-derived block differs from the stored or certified one."""
+
+    def __init__(self, height: int, what: str) -> None:
+        super().__init__(f"block {height}: {what}")
+        self.height = height
+        self.what = what
+
+
+class BlockState:
+    """Committed state with the writes of the block's earlier valid transactions on top."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.writes: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.writes:
+            return self.writes[key]
+        return self._ledger.state_get(key)
+
+    def range(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        merged: dict[bytes, bytes | None] = dict(self._ledger.state_scan(prefix))
+        merged.update({k: v for k, v in self.writes.items() if k.startswith(prefix)})
+        for key in sorted(merged):
+            value = merged[key]
+            if value is not None:
+                yield key, value
+
+
+def write_set_hash(writes: dict[bytes, bytes | None]) -> bytes:
+    parts: list[bytes] = []
+    for key in sorted(writes):
+        value = writes[key]
+        parts += [key, b"\x00" if value is None else b"\x01" + value]
+    return sha256(length_prefixed(*parts))
+
+
+def result_leaf(tx_id: bytes, result: ledger_pb2.TxResult) -> bytes:
+    events = length_prefixed(
+        *(length_prefixed(e.contract.encode(), e.name.encode(), e.data) for e in result.events)
+    )
+    return length_prefixed(
+        tx_id,
+        int(result.code).to_bytes(2, "big"),
+        result.write_set_hash,
+        sha256(result.result),
+        sha256(events),
+    )
+
+
+def caller_of(identity_name: str, role: str, institution: str, identity: str) -> Caller:
+    return Caller(identity=identity, name=identity_name, role=role, institution=institution)
+
+
+@dataclass(frozen=True)
+class _Executed:
+    tx_ids: list[bytes]
+    codes: list[int]
+    results: ledger_pb2.BlockResults
+    state: tuple[StateWrite, ...]
+    locations: dict[bytes, TxLocation]
+    state_hash: bytes
+    results_root: bytes
+
+
+class BlockExecutor:
+    def __init__(
+        self,
+        ledger: Ledger,
+        checker: TxChecker,
+        engine: ContractEngine,
+        gas_limit: int = DEFAULT_GAS_LIMIT,
+    ) -> None:
+        self.ledger = ledger
+        self.checker = checker
+        self.engine = engine
+        self.gas_limit = gas_limit
+
+    # -- new blocks ----------------------------------------------------------------------
+
+    def derive(
+        self,
+        txs: Sequence[bytes],
+        leader_time_ms: int,
+        proposer: str,
+        raft_term: int = 0,
+        raft_index: int = 0,
+    ) -> BlockWrite:
+        tip = self.ledger.tip
+        height = tip.height + 1
+        timestamp = max(tip.timestamp_ms, leader_time_ms)
+        done = self._execute(txs, height, timestamp)
+        header = ledger_pb2.BlockHeader(
+            height=height,
+            prev_hash=tip.hash,
+            timestamp_ms=timestamp,
+            tx_root=merkle_root(done.tx_ids),
+            results_root=done.results_root,
+            state_hash=done.state_hash,
+            proposer=proposer,
+            raft_term=raft_term,
+            raft_index=raft_index,
+            hash_algorithm=1,  # type: ignore[arg-type]
+            version=HEADER_VERSION,
+        )
+        header_bytes = header.SerializeToString()
+        block = ledger_pb2.Block(header=header_bytes, txs=list(txs), codes=done.codes)  # type: ignore[arg-type]
+        return BlockWrite(
+            header=header,
+            block_hash=sha256(header_bytes),
+            block_bytes=block.SerializeToString(),
+            results_bytes=done.results.SerializeToString(),
+            tx_locations=done.locations,
+            state=done.state,
+            tx_ids=tuple(done.tx_ids),
+            codes=tuple(done.codes),
+            messages=tuple(r.message for r in done.results.results),
+        )
+
+    # -- stored or received blocks -------------------------------------------------------
+
+    def replay(self, block_bytes: bytes) -> BlockWrite:
+        """Re-execute a block on top of the ledger's tip and check every derived field
+        against the block's own header and codes. Raises Divergence naming what differs."""
+        block, header = decode_block(block_bytes)
+        tip = self.ledger.tip
+        height = int(header.height)
+        if height != tip.height + 1:
+            raise Divergence(height, f"does not follow the tip at height {tip.height}")
+        if header.prev_hash != tip.hash:
+            raise Divergence(height, "prev_hash does not match the previous block's hash")
+        if header.timestamp_ms < tip.timestamp_ms:
+            raise Divergence(height, "timestamp goes backwards")
+        done = self._execute(list(block.txs), height, int(header.timestamp_ms))
+        if merkle_root(done.tx_ids) != header.tx_root:
+            raise Divergence(height, "tx_root does not match the transactions")
+        if list(block.codes) != done.codes:
+            bad = (
+                next(
+                    i
+                    for i, (a, b) in enumerate(zip(block.codes, done.codes, strict=False))
+                    if a != b
+                )
+                if len(block.codes) == len(done.codes)
+                else len(block.codes)
+            )
+            raise Divergence(height, f"validation code of transaction {bad} differs")
+        if done.results_root != header.results_root:
+            raise Divergence(height, "results_root differs from the re-executed results")
+        if done.state_hash != header.state_hash:
+            raise Divergence(height, "state_hash differs from the re-executed writes")
+        return BlockWrite(
+            header=header,
+            block_hash=sha256(block.header),
+            block_bytes=block_bytes,
+            results_bytes=done.results.SerializeToString(),
+            tx_locations=done.locations,
+            state=done.state,
+            tx_ids=tuple(done.tx_ids),
+            codes=tuple(done.codes),
+            messages=tuple(r.message for r in done.results.results),
+        )
+
+    # -- the shared core -----------------------------------------------------------------
+
+    def _execute(self, txs: Sequence[bytes], height: int, timestamp: int) -> _Executed:
+        state = BlockState(self.ledger)
+        results = ledger_pb2.BlockResults()
+        tx_ids: list[bytes] = []
+        codes: list[int] = []
+        writes: list[StateWrite] = []
+        locations: dict[bytes, TxLocation] = {}
+        leaves: list[bytes] = []
+        for index, raw in enumerate(txs):
+            tx_id, result, tx_writes = self._execute_one(
+                raw, index, height, timestamp, state, locations
+            )
+            tx_ids.append(tx_id)
+            codes.append(int(result.code))
+            results.results.append(result)
+            leaves.append(result_leaf(tx_id, result))
+            if (
+                int(result.code) in INDEXED_CODES
+                and tx_id not in locations
+                and self.ledger.tx_location(tx_id) is None
+            ):
+                locations[tx_id] = TxLocation(height, index, int(result.code))
+            for key in sorted(tx_writes):
+                state.writes[key] = tx_writes[key]
+                writes.append(StateWrite(key, index, tx_writes[key]))
+        write_hashes = b"".join(r.write_set_hash for r in results.results)
+        state_hash = sha256(self.ledger.tip.state_hash + sha256(write_hashes))
+        return _Executed(
+            tx_ids,
+            codes,
+            results,
+            tuple(writes),
+            locations,
+            state_hash,
+            merkle_root(leaves) if leaves else EMPTY_ROOT,
+        )
+
+    def _execute_one(
+        self,
+        raw: bytes,
+        index: int,
+        height: int,
+        timestamp: int,
+        state: BlockState,
+        seen: dict[bytes, TxLocation],
+    ) -> tuple[bytes, ledger_pb2.TxResult, dict[bytes, bytes | None]]:
+        empty = write_set_hash({})
+        try:
+            tx = parse(raw, self.checker.rules.max_tx_bytes)
+        except Rejection as rej:
+            return (
+                sha256(raw),
+                ledger_pb2.TxResult(
+                    code=int(rej.code),  # type: ignore[arg-type]
+                    message=rej.message,
+                    write_set_hash=empty,
+                ),
+                {},
+            )
+        outcome = self._run(tx, height, timestamp, state, seen)
+        result = ledger_pb2.TxResult(
+            code=int(outcome.code),  # type: ignore[arg-type]
+            message=outcome.message,
+            write_set_hash=write_set_hash(dict(outcome.writes)) if outcome.code == 0 else empty,
+            result=outcome.result if outcome.code == 0 else b"",
+        )
+        if outcome.code != TxCode.VALID:
+            return tx.tx_id, result, {}
+        for event in outcome.events:
+            result.events.append(
+                ledger_pb2.Event(
+                    height=height,
+                    tx_index=index,
+                    tx_id=tx.tx_id,
+                    contract=tx.contract,
+                    name=event.name,
+                    data=event.data,
+                )
+            )
+        return tx.tx_id, result, dict(outcome.writes)
+
+    def _run(
+        self,
+        tx: ParsedTx,
+        height: int,
+        timestamp: int,
+        state: StateReader,
+        seen: dict[bytes, TxLocation],
+    ) -> Outcome:
+        if tx.tx_id in seen or self.ledger.tx_location(tx.tx_id) is not None:
+            return Outcome(TxCode.DUPLICATE_TXID, "transaction already committed")
+        try:
+            identity = self.checker.check(tx, timestamp)
+            args = decode_args(tx)
+        except Rejection as rej:
+            return Outcome(rej.code, rej.message)
+        invocation = Invocation(
+            tx_id=tx.tx_id,
+            contract=tx.contract,
+            function=tx.function,
+            args=args,
+            caller=Caller(identity.identity, identity.name, identity.role, identity.institution),
+            block_time_ms=timestamp,
+            height=height,
+            gas_limit=self.gas_limit,
+        )
+        return self.engine.execute(invocation, state)
+
+    def query(self, tx: ParsedTx, now_ms: int) -> Outcome:
+        """A read-only call against committed state, by a caller whose signed query
+        passed the same identity checks as a transaction."""
+        try:
+            identity = self.checker.check(tx, now_ms)
+            args = decode_args(tx)
+        except Rejection as rej:
+            return Outcome(rej.code, rej.message)
+        invocation = Invocation(
+            tx_id=tx.tx_id,
+            contract=tx.contract,
+            function=tx.function,
+            args=args,
+            caller=Caller(identity.identity, identity.name, identity.role, identity.institution),
+            block_time_ms=self.ledger.tip.timestamp_ms,
+            height=self.ledger.tip.height,
+            gas_limit=self.gas_limit,
+            read_only=True,
+        )
+        return self.engine.execute(invocation, BlockState(self.ledger))

@@ -1,0 +1,1 @@
+"""The ledger: block store, tx index, world state, history, all in one LevelDB."""

@@ -1,0 +1,163 @@
+"""The byte-level store under the ledger: a `typing.Protocol`, a dict-backed twin for tests,
+and the plyvel one for production.
+
+Contract of `KVStore`:
+- `get` returns the stored bytes (the caller owns them) or None.
+- `scan(prefix)` yields (key, value) with key starting with prefix, in byte order; it reads
+  a consistent snapshot taken when it is called.
+- `write(puts, deletes, sync)` applies all of them or none. With `sync=True` the data is on
+  disk when it returns.
+- Every method raises `StoreCorrupted` when the underlying files fail their checksums and
+  `StoreError` for other IO failures; the ledger turns these into a clear halt, never a
+  traceback.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import plyvel
+
+
+class StoreError(Exception):
+    pass
+
+
+class StoreCorrupted(StoreError):
+    pass
+
+
+class KVStore(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def last(self, prefix: bytes) -> tuple[bytes, bytes] | None: ...
+
+    def write(
+        self, puts: Mapping[bytes, bytes], deletes: frozenset[bytes] | set[bytes], sync: bool
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryKV:
+    """Dict-backed twin of LevelDBKV; a sorted key list keeps scans in byte order."""
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, bytes] = {}
+        self._keys: list[bytes] = []
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._data.get(key)
+
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        keys = self._keys
+        i = bisect.bisect_left(keys, max(prefix, start) if start is not None else prefix)
+        snapshot = [(k, self._data[k]) for k in self._take(keys, i, prefix)]
+        return iter(snapshot)
+
+    @staticmethod
+    def _take(keys: list[bytes], i: int, prefix: bytes) -> Iterator[bytes]:
+        while i < len(keys) and keys[i].startswith(prefix):
+            yield keys[i]
+            i += 1
+
+    def last(self, prefix: bytes) -> tuple[bytes, bytes] | None:
+        items = list(self.scan(prefix))
+        return items[-1] if items else None
+
+    def write(
+        self, puts: Mapping[bytes, bytes], deletes: frozenset[bytes] | set[bytes], sync: bool
+    ) -> None:
+        for key in deletes:
+            if key in self._data:
+                del self._data[key]
+                self._keys.pop(bisect.bisect_left(self._keys, key))
+        for key, value in puts.items():
+            if key not in self._data:
+                bisect.insort(self._keys, key)
+            self._data[key] = bytes(value)
+
+    def close(self) -> None:
+        pass
+
+
+def _translate(exc: Exception, path: Path) -> StoreError:
+    if isinstance(exc, plyvel.CorruptionError):
+        return StoreCorrupted(
+            f"LevelDB files in {path} fail their checksums ({exc}). The ledger was not "
+            "changed. Restore the data directory from a backup or re-sync it from the "
+            "consortium; do not run a LevelDB repair, which silently drops data."
+        )
+    text = str(exc)
+    if "lock" in text.lower():
+        return StoreError(f"{path} is in use by another process (LevelDB lock held): {text}")
+    return StoreError(f"LevelDB error in {path}: {text}")
+
+
+class LevelDBKV:
+    """plyvel-backed store. Thread-safe for concurrent readers and one writer; `close`
+    must only be called once no other thread uses it (plyvel crashes otherwise)."""
+
+    def __init__(self, path: Path, create: bool = True) -> None:
+        self.path = path
+        try:
+            self._db: Any = plyvel.DB(
+                str(path),
+                create_if_missing=create,
+                paranoid_checks=True,
+                # Big enough for a block and its indexes; LevelDB's 4 MiB default is fine
+                # for writes but the block cache helps the gateway's reads.
+                lru_cache_size=64 * 1024 * 1024,
+            )
+        except (plyvel.Error, OSError) as exc:
+            raise _translate(exc, path) from exc
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            value: bytes | None = self._db.get(key, verify_checksums=True)
+        except plyvel.Error as exc:
+            raise _translate(exc, self.path) from exc
+        return value
+
+    def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            if start is None:
+                it = self._db.iterator(prefix=prefix, verify_checksums=True)
+            else:
+                it = self._db.iterator(start=max(start, prefix), prefix=None, verify_checksums=True)
+            for key, value in it:
+                if not key.startswith(prefix):
+                    break
+                yield key, value
+        except plyvel.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    def last(self, prefix: bytes) -> tuple[bytes, bytes] | None:
+        try:
+            with self._db.iterator(prefix=prefix, reverse=True, verify_checksums=True) as it:
+                for key, value in it:
+                    return key, value
+        except plyvel.Error as exc:
+            raise _translate(exc, self.path) from exc
+        return None
+
+    def write(
+        self, puts: Mapping[bytes, bytes], deletes: frozenset[bytes] | set[bytes], sync: bool
+    ) -> None:
+        try:
+            with self._db.write_batch(transaction=True, sync=sync) as batch:
+                for key in deletes:
+                    batch.delete(key)
+                for key, value in puts.items():
+                    batch.put(key, value)
+        except plyvel.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()

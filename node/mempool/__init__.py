@@ -1,0 +1,1 @@
+"""Pending transactions waiting to be ordered."""

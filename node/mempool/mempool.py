@@ -1,0 +1,111 @@
+"""A bounded mempool with per-institution quotas (sans-IO: time comes in as an argument).
+
+Order is first come, first served. Each institution may hold at most `institution_share`
+of the capacity (count and bytes), so one hospital flooding its node cannot starve the
+others' transactions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from node.codes import TxCode
+from node.tx import Rejection
+
+
+@dataclass(frozen=True)
+class PendingTx:
+    tx_id: bytes
+    raw: bytes
+    institution: str
+    expires_at_ms: int
+    received_ms: int
+
+
+@dataclass(frozen=True)
+class MempoolLimits:
+    max_txs: int = 50_000
+    max_bytes: int = 128 * 1024 * 1024
+    institution_share: float = 0.5
+
+
+class Mempool:
+    def __init__(self, limits: MempoolLimits) -> None:
+        self.limits = limits
+        self._txs: OrderedDict[bytes, PendingTx] = OrderedDict()
+        self._bytes = 0
+        self._per_inst: dict[str, tuple[int, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._txs)
+
+    def __contains__(self, tx_id: bytes) -> bool:
+        return tx_id in self._txs
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def add(self, tx: PendingTx) -> None:
+        """Admit `tx` or raise Rejection (DUPLICATE_TXID, MEMPOOL_FULL, QUOTA_EXCEEDED)."""
+        if tx.tx_id in self._txs:
+            raise Rejection(TxCode.DUPLICATE_TXID, "transaction is already pending")
+        limits = self.limits
+        size = len(tx.raw)
+        if len(self._txs) >= limits.max_txs or self._bytes + size > limits.max_bytes:
+            raise Rejection(
+                TxCode.MEMPOOL_FULL,
+                f"mempool is full ({len(self._txs)} transactions, {self._bytes} bytes); "
+                "retry later",
+            )
+        count, nbytes = self._per_inst.get(tx.institution, (0, 0))
+        if (
+            count + 1 > limits.max_txs * limits.institution_share
+            or nbytes + size > limits.max_bytes * limits.institution_share
+        ):
+            raise Rejection(
+                TxCode.QUOTA_EXCEEDED,
+                f"institution {tx.institution} already has {count} pending transactions, "
+                f"its share of this node's mempool; retry later",
+            )
+        self._txs[tx.tx_id] = tx
+        self._bytes += size
+        self._per_inst[tx.institution] = (count + 1, nbytes + size)
+
+    def remove(self, tx_id: bytes) -> PendingTx | None:
+        tx = self._txs.pop(tx_id, None)
+        if tx is not None:
+            self._bytes -= len(tx.raw)
+            count, nbytes = self._per_inst[tx.institution]
+            if count == 1:
+                del self._per_inst[tx.institution]
+            else:
+                self._per_inst[tx.institution] = (count - 1, nbytes - len(tx.raw))
+        return tx
+
+    def take(
+        self, max_txs: int, max_bytes: int, now_ms: int
+    ) -> tuple[list[PendingTx], list[PendingTx]]:
+        """Remove and return up to `max_txs` / `max_bytes` of the oldest pending
+        transactions, plus the expired ones dropped on the way."""
+        batch: list[PendingTx] = []
+        expired: list[PendingTx] = []
+        total = 0
+        for tx_id in list(self._txs):
+            tx = self._txs[tx_id]
+            if tx.expires_at_ms <= now_ms:
+                expired.append(tx)
+                self.remove(tx_id)
+                continue
+            if len(batch) >= max_txs or (batch and total + len(tx.raw) > max_bytes):
+                break
+            batch.append(tx)
+            total += len(tx.raw)
+            self.remove(tx_id)
+        return batch, expired
+
+    def oldest_received_ms(self) -> int | None:
+        for tx in self._txs.values():
+            return tx.received_ms
+        return None

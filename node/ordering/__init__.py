@@ -1,0 +1,1 @@
+"""Turning pending transactions into ordered batches."""

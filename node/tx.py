@@ -1,0 +1,219 @@
+"""Building, parsing and checking transactions (DESIGN §3.1).
+
+A transaction travels as `SignedTx{body, signature}` bytes. Nothing here re-serialises a
+body: the id and the signature are over `SignedTx.body` exactly as received.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from medledger.v1 import ledger_pb2
+
+from node.codes import TxCode
+from node.crypto import keys
+from node.crypto.certs import CertificateError, Identity, IdentityVerifier
+from node.crypto.hashing import sha256
+
+SHA256 = 1  # medledger.v1.HashAlgorithm.SHA256
+
+
+class Rejection(Exception):
+    """A transaction refused with a specific code; `str()` is the human message."""
+
+    def __init__(self, code: TxCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ParsedTx:
+    raw: bytes  # the SignedTx bytes as received
+    tx_id: bytes  # SHA-256 of body bytes
+    body_bytes: bytes
+    body: ledger_pb2.TxBody
+    signature: bytes
+
+    @property
+    def contract(self) -> str:
+        return self.body.contract
+
+    @property
+    def function(self) -> str:
+        return self.body.function
+
+
+def parse(raw: bytes, max_bytes: int) -> ParsedTx:
+    """Structural checks only: size, protobuf shape, required fields."""
+    if len(raw) > max_bytes:
+        raise Rejection(
+            TxCode.TOO_LARGE, f"transaction is {len(raw)} bytes; the limit is {max_bytes}"
+        )
+    signed = ledger_pb2.SignedTx()
+    try:
+        signed.ParseFromString(raw)
+    except DecodeError as exc:
+        raise Rejection(TxCode.MALFORMED, f"bytes are not a SignedTx: {exc}") from exc
+    body = ledger_pb2.TxBody()
+    try:
+        body.ParseFromString(signed.body)
+    except DecodeError as exc:
+        raise Rejection(TxCode.MALFORMED, f"SignedTx.body is not a TxBody: {exc}") from exc
+    missing = [
+        name
+        for name, present in (
+            ("body", bool(signed.body)),
+            ("signature", bool(signed.signature)),
+            ("body.chain_id", bool(body.chain_id)),
+            ("body.contract", bool(body.contract)),
+            ("body.function", bool(body.function)),
+            ("body.nonce", bool(body.nonce)),
+            ("body.created_at_ms", body.created_at_ms > 0),
+            ("body.expires_at_ms", body.expires_at_ms > 0),
+            ("body.creator.certificate", bool(body.creator.certificate)),
+            ("body.signature_algorithm", body.signature_algorithm != 0),
+            ("body.hash_algorithm", body.hash_algorithm != 0),
+        )
+        if not present
+    ]
+    if missing:
+        raise Rejection(TxCode.MISSING_FIELD, "missing required field(s): " + ", ".join(missing))
+    return ParsedTx(raw, sha256(signed.body), signed.body, body, signed.signature)
+
+
+def decode_args(tx: ParsedTx) -> dict[str, Any]:
+    return decode_json_object(tx.body.args, "args")
+
+
+def decode_json_object(data: bytes, what: str) -> dict[str, Any]:
+    if not data:
+        return {}
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Rejection(TxCode.BAD_ARGUMENTS, f"{what} are not UTF-8 JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise Rejection(TxCode.BAD_ARGUMENTS, f"{what} must be a JSON object")
+    return value
+
+
+@dataclass(frozen=True)
+class ChainRules:
+    chain_id: bytes
+    max_tx_bytes: int
+    max_tx_ttl_ms: int
+    max_clock_skew_ms: int
+
+
+class TxChecker:
+    """The checks that admission runs at the node's clock and execution repeats at block
+    time against committed state (DESIGN §3.1 step 2 and 4)."""
+
+    def __init__(
+        self,
+        rules: ChainRules,
+        verifier: IdentityVerifier,
+        is_revoked: Callable[[str], bool],
+    ) -> None:
+        self.rules = rules
+        self._verifier = verifier
+        self._is_revoked = is_revoked
+        # sha256(SignedTx bytes) of signatures already verified: every node verifies a
+        # transaction once, at admission, not again when it executes.
+        self._verified: set[bytes] = set()
+
+    def check(self, tx: ParsedTx, now_ms: int) -> Identity:
+        body = tx.body
+        rules = self.rules
+        if body.chain_id != rules.chain_id:
+            raise Rejection(
+                TxCode.WRONG_CHAIN,
+                f"chain_id {body.chain_id.hex()[:16]}… is not this consortium's "
+                f"({rules.chain_id.hex()[:16]}…)",
+            )
+        if body.hash_algorithm != SHA256:
+            raise Rejection(TxCode.UNSUPPORTED_ALGORITHM, "hash_algorithm must be SHA256")
+        if body.expires_at_ms <= now_ms:
+            raise Rejection(
+                TxCode.EXPIRED, f"expired at {body.expires_at_ms} ms; it is now {now_ms} ms"
+            )
+        if body.created_at_ms > now_ms + rules.max_clock_skew_ms:
+            raise Rejection(
+                TxCode.NOT_YET_VALID,
+                f"created_at {body.created_at_ms} ms is more than "
+                f"{rules.max_clock_skew_ms} ms ahead of this node's clock ({now_ms} ms)",
+            )
+        if body.expires_at_ms - body.created_at_ms > rules.max_tx_ttl_ms:
+            raise Rejection(
+                TxCode.TTL_TOO_LONG,
+                f"expires_at - created_at must be at most {rules.max_tx_ttl_ms} ms",
+            )
+        try:
+            identity = self._verifier.identify(body.creator.certificate)
+        except CertificateError as exc:
+            raise Rejection(TxCode.UNKNOWN_CREATOR, str(exc)) from exc
+        if not identity.not_before_ms <= now_ms <= identity.not_after_ms:
+            raise Rejection(
+                TxCode.UNKNOWN_CREATOR, f"certificate of {identity.name!r} is not valid now"
+            )
+        if self._is_revoked(identity.identity):
+            raise Rejection(
+                TxCode.CREATOR_REVOKED, f"certificate of {identity.name!r} has been revoked"
+            )
+        if keys.signature_code(identity.public_key, body.signature_algorithm) != TxCode.VALID:
+            raise Rejection(
+                TxCode.UNSUPPORTED_ALGORITHM,
+                "signature_algorithm does not match the creator's key",
+            )
+        digest = sha256(tx.raw)
+        if digest not in self._verified:
+            if not keys.verify(identity.public_key, tx.signature, tx.body_bytes):
+                raise Rejection(
+                    TxCode.BAD_SIGNATURE, "signature does not verify over the body bytes"
+                )
+            if len(self._verified) > 200_000:
+                self._verified.clear()
+            self._verified.add(digest)
+        return identity
+
+
+def build(
+    *,
+    chain_id: bytes,
+    contract: str,
+    function: str,
+    args: Mapping[str, Any],
+    key: keys.PrivateKey,
+    certificate_der: bytes,
+    now_ms: int,
+    ttl_ms: int = 120_000,
+    nonce: bytes | None = None,
+) -> bytes:
+    """A signed transaction's bytes, ready for Gateway.Submit."""
+    body = ledger_pb2.TxBody(
+        chain_id=chain_id,
+        contract=contract,
+        function=function,
+        args=json.dumps(dict(args), sort_keys=True, separators=(",", ":")).encode(),
+        nonce=nonce if nonce is not None else os.urandom(16),
+        created_at_ms=now_ms,
+        expires_at_ms=now_ms + ttl_ms,
+        creator=ledger_pb2.Creator(certificate=certificate_der),
+        signature_algorithm=keys.algorithm_of(key),  # type: ignore[arg-type]
+        hash_algorithm=SHA256,  # type: ignore[arg-type]
+    )
+    body_bytes = body.SerializeToString()
+    signed = ledger_pb2.SignedTx(body=body_bytes, signature=keys.sign(key, body_bytes))
+    return signed.SerializeToString()
+
+
+def tx_id_of(raw: bytes) -> bytes:
+    signed = ledger_pb2.SignedTx()
+    signed.ParseFromString(raw)
+    return sha256(signed.body)
