@@ -100,6 +100,8 @@ class Orderer:
         self.core = core
         self.cutter = cutter
         self._wake = trio.Event()
+        # The run loop and the shutdown drain both cut; one block at a time.
+        self._cutting = trio.Lock()
 
     def wake(self) -> None:
         self._wake.set()
@@ -124,14 +126,15 @@ class Orderer:
                 await self.cut_once()
 
     async def cut_once(self) -> None:
-        c = self.cutter.config
-        now = now_ms()
-        batch = self.core.take_batch(now, c.max_block_txs, c.max_block_bytes)
-        if not batch:
-            return
-        # Shielded: a block half-way through execution is finished, never abandoned.
-        with trio.CancelScope(shield=True):
-            write = await trio.to_thread.run_sync(self.core.apply, batch, now)
+        async with self._cutting:
+            c = self.cutter.config
+            now = now_ms()
+            batch = self.core.take_batch(now, c.max_block_txs, c.max_block_bytes)
+            if not batch:
+                return
+            # Shielded: a block half-way through execution is finished, never abandoned.
+            with trio.CancelScope(shield=True):
+                write = await trio.to_thread.run_sync(self.core.apply, batch, now)
         log.info(
             "block_committed", height=write.height, txs=len(batch), hash=write.block_hash.hex()[:16]
         )
@@ -196,5 +199,13 @@ def run(config: NodeConfig) -> None:
     services = open_node(config)
     try:
         trio.run(serve, services)
+    except BaseExceptionGroup as group:
+        # A failed service ends the node; report its cause, not trio's wrapping.
+        raise _first_cause(group) from None
     finally:
         services.store.close()
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_cause(first) if isinstance(first, BaseExceptionGroup) else first

@@ -21,7 +21,7 @@ def free_base_port(span: int = 10, count: int = 1, host: str = "127.0.0.1") -> i
     for _ in range(200):
         with socket.socket() as s:
             s.bind((host, 0))
-            base = s.getsockname()[1]
+            base: int = s.getsockname()[1]
         if base + span * count >= 65000:
             continue
         if all(_free(host, base + i) for i in range(span * count)):

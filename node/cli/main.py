@@ -69,23 +69,36 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     try:
         out = init_consortium(
-            Plan(Path(args.out), args.hospitals, args.consenters, args.regulator, args.host,
-                 args.base_port)
+            Plan(
+                Path(args.out),
+                args.hospitals,
+                args.consenters,
+                args.regulator,
+                args.host,
+                args.base_port,
+            )
         )
     except ProvisionError as exc:
         raise CliError(str(exc)) from exc
     from node.genesis import load
 
     genesis = load(out / "genesis.block")
-    emit(args, {
-        "out": str(out),
-        "chain_id": genesis.chain_id.hex(),
-        "nodes": [
-            {"name": n.name, "api": n.api_address, "consenter": n.consenter,
-             "config": str(out / "nodes" / n.name / "config.toml")}
-            for n in genesis.config.nodes
-        ],
-    })
+    emit(
+        args,
+        {
+            "out": str(out),
+            "chain_id": genesis.chain_id.hex(),
+            "nodes": [
+                {
+                    "name": n.name,
+                    "api": n.api_address,
+                    "consenter": n.consenter,
+                    "config": str(out / "nodes" / n.name / "config.toml"),
+                }
+                for n in genesis.config.nodes
+            ],
+        },
+    )
     return 0
 
 
@@ -119,11 +132,20 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         s = client.status()
-    emit(args, {
-        "node": s.node, "height": s.height, "last_block_hash": s.last_block_hash.hex(),
-        "role": s.role, "leader": s.leader, "term": s.term, "peers": list(s.peers),
-        "chain_id": s.chain_id.hex(), "mempool_size": s.mempool_size,
-    })
+    emit(
+        args,
+        {
+            "node": s.node,
+            "height": s.height,
+            "last_block_hash": s.last_block_hash.hex(),
+            "role": s.role,
+            "leader": s.leader,
+            "term": s.term,
+            "peers": list(s.peers),
+            "chain_id": s.chain_id.hex(),
+            "mempool_size": s.mempool_size,
+        },
+    )
     return 0
 
 
@@ -140,16 +162,30 @@ def cmd_block_get(args: argparse.Namespace) -> int:
         code = TxCode(info.block.codes[i]).name if i < len(info.block.codes) else "?"
         try:
             tx = parse(raw, 1 << 30)
-            txs.append({"id": tx.tx_id.hex(), "contract": tx.contract,
-                        "function": tx.function, "code": code})
+            txs.append(
+                {
+                    "id": tx.tx_id.hex(),
+                    "contract": tx.contract,
+                    "function": tx.function,
+                    "code": code,
+                }
+            )
         except Exception:
             txs.append({"id": "", "contract": "", "function": "", "code": code})
-    emit(args, {
-        "height": header.height, "hash": info.hash.hex(), "prev_hash": header.prev_hash.hex(),
-        "timestamp": header.timestamp_ms, "tx_root": header.tx_root.hex(),
-        "results_root": header.results_root.hex(), "state_hash": header.state_hash.hex(),
-        "proposer": header.proposer, "txs": txs,
-    })
+    emit(
+        args,
+        {
+            "height": header.height,
+            "hash": info.hash.hex(),
+            "prev_hash": header.prev_hash.hex(),
+            "timestamp": header.timestamp_ms,
+            "tx_root": header.tx_root.hex(),
+            "results_root": header.results_root.hex(),
+            "state_hash": header.state_hash.hex(),
+            "proposer": header.proposer,
+            "txs": txs,
+        },
+    )
     return 0
 
 
@@ -185,11 +221,17 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
         emit(args, {"ok": False, "error": str(exc)})
         return 1
     if report.ok:
-        emit(args, {"ok": True, "height": report.height,
-                    "last_block_hash": report.last_block_hash})
+        emit(args, {"ok": True, "height": report.height, "last_block_hash": report.last_block_hash})
         return 0
-    emit(args, {"ok": False, "bad_height": report.bad_height, "problem": report.problem,
-                "height": report.height})
+    emit(
+        args,
+        {
+            "ok": False,
+            "bad_height": report.bad_height,
+            "problem": report.problem,
+            "height": report.height,
+        },
+    )
     return 1
 
 
@@ -212,8 +254,12 @@ def _node_opts(p: argparse.ArgumentParser) -> None:
 
 def _call_opts(p: argparse.ArgumentParser) -> None:
     _node_opts(p)
-    p.add_argument("--identity", required=True, metavar="DIR",
-                   help="identity folder holding key.pem and cert.pem")
+    p.add_argument(
+        "--identity",
+        required=True,
+        metavar="DIR",
+        help="identity folder holding key.pem and cert.pem",
+    )
     p.add_argument("--contract", required=True)
     p.add_argument("--function", required=True)
     p.add_argument("--args", default="{}", metavar="JSON", help="JSON object of arguments")
@@ -302,11 +348,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        _log_fatal(exc, with_traceback=True)
+        return 1
 
 
-def _log_fatal(exc: Exception) -> None:
+def _log_fatal(exc: Exception, with_traceback: bool = False) -> None:
     """One structured line with the cause, then exit non-zero (STYLE 9)."""
     import structlog
 
-    structlog.get_logger("medledger").error("fatal", error=str(exc), kind=type(exc).__name__)
-    print(f"medledger: {exc}", file=sys.stderr)
+    structlog.get_logger("medledger").error(
+        "fatal", error=str(exc), kind=type(exc).__name__, exc_info=exc if with_traceback else None
+    )
+    print(f"medledger: {type(exc).__name__}: {exc}", file=sys.stderr)
