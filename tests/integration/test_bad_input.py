@@ -7,9 +7,8 @@ import datetime as dt
 import time
 
 import pytest
-from cli import medledger
-from conftest import Net
 from medledger.v1 import ledger_pb2
+from netutil import Net, medledger
 
 from node import tx as txlib
 from node.crypto import keys

@@ -7,10 +7,10 @@ import time
 
 import grpc
 import pytest
-from conftest import Net
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from medledger.v1 import ledger_pb2
+from netutil import Net
 
 from node.localnet import NodeProcess, free_base_port
 from node.sdk.client import Client, ClientError, Identity

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from cli import medledger
-from conftest import Net
+from netutil import Net, medledger
 
 from node.sdk.client import Client, Identity
 

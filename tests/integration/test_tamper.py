@@ -9,9 +9,8 @@ from pathlib import Path
 
 import plyvel
 import pytest
-from cli import medledger
-from conftest import Net
 from medledger.v1 import ledger_pb2
+from netutil import Net, medledger
 
 from node.ledger import layout
 from node.sdk.client import Client, Identity
