@@ -38,7 +38,8 @@ def _story(work: Path) -> int:
     init_consortium(Plan(net, hospitals=1, consenters=1, base_port=free_base_port()))
     config = net / "nodes" / "hosp1" / "config.toml"
     api = next(
-        line.split('"')[1] for line in config.read_text().splitlines()
+        line.split('"')[1]
+        for line in config.read_text().splitlines()
         if line.startswith("listen") and ":" in line and "/ip4" not in line
     )
     node = NodeProcess("hosp1", config, api, work / "logs" / "hosp1.log")
@@ -49,19 +50,24 @@ def _story(work: Path) -> int:
         doctor = Identity.load(net / "identities" / "hosp1-doctor1")
         with Client(api) as client:
             status = client.status()
-            print(f"    node {status.node} role={status.role} height={status.height} "
-                  f"chain={status.chain_id.hex()[:16]}…")
+            print(
+                f"    node {status.node} role={status.role} height={status.height} "
+                f"chain={status.chain_id.hex()[:16]}…"
+            )
             _step(3, "hosp1-doctor1 signs and submits kv.put transactions, waiting for commit")
             for i in range(5):
-                res = client.submit(doctor, "kv", "put",
-                                    {"key": f"demo/{i}", "value": {"n": i}}, wait=True)
+                res = client.submit(
+                    doctor, "kv", "put", {"key": f"demo/{i}", "value": {"n": i}}, wait=True
+                )
                 print(f"    tx {res.tx_id[:16]}… {res.status} at height {res.height}")
                 if res.status != "committed":
                     print(f"    unexpected: {res.code} {res.message}")
                     return 1
             _step(4, "a signed query reads the state back")
-            print("    kv.get demo/3 ->", json.dumps(client.query(doctor, "kv", "get",
-                                                                   {"key": "demo/3"})))
+            print(
+                "    kv.get demo/3 ->",
+                json.dumps(client.query(doctor, "kv", "get", {"key": "demo/3"})),
+            )
             _step(5, "a tampered transaction is refused with its own code")
             raw = bytearray(client.build(doctor, "kv", "put", {"key": "x", "value": 1}))
             raw[-1] ^= 0x01
