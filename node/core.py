@@ -54,7 +54,11 @@ class NodeCore:
         self.mempool = mempool
         self.wake_orderer = wake_orderer
         self.lock = threading.Lock()
-        self._inflight: set[bytes] = set()
+        # tx id -> admission time (ms), from take_batch until its block is on disk.
+        self._inflight: dict[bytes, int] = {}
+        # Called after each block is on disk with the block and the admission-to-commit
+        # latencies (s) of the transactions this node admitted (metrics hook).
+        self.commit_listeners: list[Callable[[BlockWrite, list[float]], None]] = []
         self._waiters: dict[bytes, list[concurrent.futures.Future[TxOutcome]]] = {}
         self.new_block = threading.Condition()
         self.closing = False
@@ -124,7 +128,7 @@ class NodeCore:
     def take_batch(self, now_ms: int, max_txs: int, max_bytes: int) -> list[PendingTx]:
         with self.lock:
             batch, expired = self.mempool.take(max_txs, max_bytes, now_ms)
-            self._inflight.update(tx.tx_id for tx in batch)
+            self._inflight.update((tx.tx_id, tx.received_ms) for tx in batch)
             dropped = [(tx.tx_id, self._waiters.pop(tx.tx_id, [])) for tx in expired]
         for tx_id, futures in dropped:
             outcome = TxOutcome(tx_id, TxStatus.INVALID, TxCode.EXPIRED, "expired while pending")
@@ -132,21 +136,24 @@ class NodeCore:
                 future.set_result(outcome)
         return batch
 
-    def apply(self, batch: list[PendingTx], leader_time_ms: int) -> BlockWrite:
+    def apply(self, batch: list[PendingTx], leader_time_ms: int, now_ms: int) -> BlockWrite:
         """Derive, execute and durably commit the block for `batch` (worker thread)."""
         write = self.executor.derive([tx.raw for tx in batch], leader_time_ms, self.name)
         self.ledger.commit(write)
-        self.committed(write)
+        self.committed(write, now_ms)
         return write
 
-    def committed(self, write: BlockWrite) -> None:
+    def committed(self, write: BlockWrite, now_ms: int) -> None:
         """Resolve waiters and wake block streams after `write` is on disk."""
         outcomes: list[tuple[list[concurrent.futures.Future[TxOutcome]], TxOutcome]] = []
+        latencies: list[float] = []
         with self.lock:
             for tx_id, raw_code, message in zip(
                 write.tx_ids, write.codes, write.messages, strict=True
             ):
-                self._inflight.discard(tx_id)
+                received = self._inflight.pop(tx_id, None)
+                if received is not None:
+                    latencies.append(max(0, now_ms - received) / 1000)
                 futures = self._waiters.pop(tx_id, [])
                 if futures:
                     code = TxCode(raw_code)
@@ -157,6 +164,8 @@ class NodeCore:
         for futures, outcome in outcomes:
             for future in futures:
                 future.set_result(outcome)
+        for listener in self.commit_listeners:
+            listener(write, latencies)
         with self.new_block:
             self.new_block.notify_all()
 

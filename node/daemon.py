@@ -10,23 +10,32 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
 
+from node import logs
 from node.api import server as api_server
 from node.api.gateway import Gateway
 from node.chain import build_executor
+from node.codes import TxCode
 from node.config import NodeConfig
 from node.core import NodeCore
 from node.execution.executor import BlockExecutor
 from node.genesis import Genesis
 from node.genesis import load as load_genesis
 from node.ledger.kvstore import LevelDBKV
-from node.ledger.ledger import Ledger, LedgerError
+from node.ledger.ledger import BlockWrite, Ledger, LedgerError
 from node.mempool.mempool import Mempool, MempoolLimits
+from node.ops import backup as backup_mod
+from node.ops.admin import serve_admin
+from node.ops.admin import socket_path as admin_socket_path
+from node.ops.metrics import Metrics, serve_http
+from node.ops.systemd import Notifier
 from node.ordering.cutter import BlockCutter, CutterConfig
 
 if TYPE_CHECKING:
@@ -96,9 +105,10 @@ def recover(ledger: Ledger, executor: BlockExecutor) -> None:
 class Orderer:
     """Single-node ordering: cut batches from the mempool and apply them in order."""
 
-    def __init__(self, core: NodeCore, cutter: BlockCutter) -> None:
+    def __init__(self, core: NodeCore, cutter: BlockCutter, metrics: Metrics) -> None:
         self.core = core
         self.cutter = cutter
+        self.metrics = metrics
         self._wake = trio.Event()
         # The run loop and the shutdown drain both cut; one block at a time.
         self._cutting = trio.Lock()
@@ -133,8 +143,10 @@ class Orderer:
             if not batch:
                 return
             # Shielded: a block half-way through execution is finished, never abandoned.
+            started = time.monotonic()
             with trio.CancelScope(shield=True):
-                write = await trio.to_thread.run_sync(self.core.apply, batch, now)
+                write = await trio.to_thread.run_sync(self.core.apply, batch, now, now)
+            self.metrics.block_latency.observe(time.monotonic() - started)
         log.info(
             "block_committed", height=write.height, txs=len(batch), hash=write.block_hash.hex()[:16]
         )
@@ -149,50 +161,144 @@ class Orderer:
             await self.cut_once()
 
 
+async def serve_api(
+    gateway: Gateway,
+    services: Services,
+    task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The gRPC server as a task: it serves from `started` until cancelled, then answers
+    every waiter and stops, waiting for its handler threads (before the ledger closes)."""
+    config = services.config
+    api = await trio.to_thread.run_sync(api_server.start, gateway, config.api, config.resolve)
+    try:
+        task_status.started(api.port)
+        await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            services.core.release_waiters()
+            await trio.to_thread.run_sync(api.stop)
+
+
+async def watchdog(notifier: Notifier, status: Callable[[], str]) -> None:
+    """WATCHDOG=1 from the event loop itself: a stuck loop stops the pings."""
+    interval = notifier.watchdog_interval_s
+    while True:
+        if interval is not None:
+            notifier.watchdog()
+        notifier.status(status())
+        await trio.sleep(interval if interval is not None else 5.0)
+
+
+class Node:
+    """The running node: its services under one root nursery."""
+
+    def __init__(self, services: Services, notifier: Notifier | None = None) -> None:
+        self.services = services
+        self.core = services.core
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.role = "leader"
+        params = services.genesis.config.params
+        self.orderer = Orderer(
+            self.core,
+            BlockCutter(
+                CutterConfig(params.batch_timeout_ms, params.max_block_txs, params.max_block_bytes)
+            ),
+            self.metrics,
+        )
+        self.core.commit_listeners.append(self._observe_commit)
+
+    def _observe_commit(self, write: BlockWrite, latencies: list[float]) -> None:
+        m = self.metrics
+        m.height.set(write.height)
+        for code in write.codes:
+            m.txs_committed.labels(TxCode(code).name).inc()
+        for latency in latencies:
+            m.tx_latency.observe(latency)
+        m.mempool_size.set(len(self.core.mempool))
+
+    def status_line(self) -> str:
+        return f"height {self.core.ledger.tip.height}, role {self.role}"
+
+    def healthy(self) -> tuple[bool, str]:
+        if self.core.closing:
+            return False, "stopping"
+        return True, f"ok: {self.status_line()}"
+
+    async def admin(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "status":
+            tip = self.core.ledger.tip
+            return {
+                "ok": True,
+                "node": self.core.name,
+                "height": tip.height,
+                "last_block_hash": tip.hash.hex(),
+                "role": self.role,
+            }
+        if op == "log_level":
+            level = str(request.get("level", ""))
+            if level not in ("debug", "info", "warning", "error"):
+                return {"ok": False, "error": "level must be debug, info, warning or error"}
+            logs.set_level(level)
+            log.info("log_level_changed", level=level)
+            return {"ok": True, "level": level}
+        if op == "backup":
+            dest = Path(str(request.get("dest", "")))
+            if not dest.is_absolute():
+                return {"ok": False, "error": "dest must be an absolute path"}
+            manifest = await trio.to_thread.run_sync(backup_mod.backup, self.services.store, dest)
+            log.info("backup_written", dest=str(dest), height=manifest["height"])
+            return {"ok": True, **manifest}
+        return {"ok": False, "error": f"unknown op {op!r}; ops: status, log_level, backup"}
+
+    async def run(self, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        services, core = self.services, self.core
+        config = services.config
+        token = trio.lowlevel.current_trio_token()
+        core.wake_orderer = lambda: token.run_sync_soon(self.orderer.wake)
+        gateway = Gateway(
+            core, config.api.wait_timeout_ms, role=lambda: (self.role, core.name, 1, [])
+        )
+        self.metrics.height.set(core.ledger.tip.height)
+        self.metrics.set_role(self.role)
+        self.metrics.raft_term.set(1)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.orderer.run)
+                port = await nursery.start(serve_api, gateway, services)
+                if config.metrics.listen:
+                    await nursery.start(
+                        serve_http, config.metrics.listen, self.metrics, self.healthy
+                    )
+                data_dir = config.resolve(config.node.data_dir)
+                await nursery.start(serve_admin, admin_socket_path(data_dir), self.admin)
+                log.info(
+                    "node_started",
+                    api=config.api.listen,
+                    port=port,
+                    height=core.ledger.tip.height,
+                    chain_id=services.genesis.chain_id.hex()[:16],
+                )
+                self.notifier.ready(self.status_line())
+                nursery.start_soon(watchdog, self.notifier, self.status_line)
+                task_status.started(port)
+                async for signum in signals:
+                    log.info("node_stopping", signal=signal.Signals(signum).name)
+                    break
+                self.notifier.stopping()
+                core.close()
+                with trio.CancelScope(shield=True):
+                    await self.orderer.drain()
+                nursery.cancel_scope.cancel()
+        log.info("node_stopped", height=core.ledger.tip.height)
+
+
 async def serve(
     services: Services,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    config, core = services.config, services.core
-    params = services.genesis.config.params
-    cutter = BlockCutter(
-        CutterConfig(params.batch_timeout_ms, params.max_block_txs, params.max_block_bytes)
-    )
-    orderer = Orderer(core, cutter)
-    token = trio.lowlevel.current_trio_token()
-    core.wake_orderer = lambda: token.run_sync_soon(orderer.wake)
-    gateway = Gateway(
-        core,
-        config.api.wait_timeout_ms,
-        role=lambda: ("leader", core.name, 1, []),
-    )
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(orderer.run)
-            api = await trio.to_thread.run_sync(
-                api_server.start, gateway, config.api, config.resolve
-            )
-            try:
-                log.info(
-                    "node_started",
-                    api=config.api.listen,
-                    port=api.port,
-                    height=core.ledger.tip.height,
-                    chain_id=services.genesis.chain_id.hex()[:16],
-                )
-                task_status.started(api.port)
-                async for signum in signals:
-                    log.info("node_stopping", signal=signal.Signals(signum).name)
-                    break
-                core.close()
-                with trio.CancelScope(shield=True):
-                    await orderer.drain()
-            finally:
-                with trio.CancelScope(shield=True):
-                    core.release_waiters()
-                    await trio.to_thread.run_sync(api.stop)
-                nursery.cancel_scope.cancel()
-    log.info("node_stopped", height=core.ledger.tip.height)
+    await Node(services).run(task_status=task_status)
 
 
 def run(config: NodeConfig) -> None:

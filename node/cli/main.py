@@ -235,6 +235,53 @@ def cmd_ledger_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def _data_dir(config_file: str) -> Path:
+    from node import config as config_mod
+
+    try:
+        cfg = config_mod.load(Path(config_file))
+    except config_mod.ConfigError as exc:
+        raise CliError("bad configuration: " + "; ".join(exc.problems)) from exc
+    return cfg.resolve(cfg.node.data_dir)
+
+
+def _admin(config_file: str, request: dict[str, Any]) -> dict[str, Any]:
+    from node.ops.admin import call, socket_path
+
+    try:
+        answer = call(socket_path(_data_dir(config_file)), request)
+    except ConnectionError as exc:
+        raise CliError(str(exc)) from exc
+    return answer
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    request: dict[str, Any] = {"op": args.op.replace("-", "_")}
+    if args.op == "log-level":
+        request["level"] = args.level
+    answer = _admin(args.config, request)
+    emit(args, answer)
+    return 0 if answer.get("ok") else 1
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    answer = _admin(args.config, {"op": "backup", "dest": str(Path(args.out).resolve())})
+    emit(args, answer)
+    return 0 if answer.get("ok") else 1
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from node.ops.backup import BackupError, restore
+
+    try:
+        result = restore(Path(args.backup), _data_dir(args.config))
+    except BackupError as exc:
+        emit(args, {"ok": False, "error": str(exc)})
+        return 1
+    emit(args, {"ok": True, **result})
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from node.cli.demo import run_demo
 
@@ -319,6 +366,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-dir", required=True)
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=cmd_ledger_verify)
+
+    p = sub.add_parser("admin", help="operations on a running node (via its admin socket)")
+    asub = p.add_subparsers(dest="op", required=True, metavar="ACTION")
+    q = asub.add_parser("status", help="height and role, over the admin socket")
+    q.add_argument("--config", required=True)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_admin)
+    q = asub.add_parser("log-level", help="change the log level at run time")
+    q.add_argument("--config", required=True)
+    q.add_argument("level", choices=["debug", "info", "warning", "error"])
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_admin)
+
+    p = sub.add_parser("backup", help="consistent online backup of a running node's ledger")
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True, help="new, empty folder for the backup")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_backup)
+
+    p = sub.add_parser("restore", help="restore a backup into a stopped node's empty data dir")
+    p.add_argument("--config", required=True)
+    p.add_argument("--backup", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_restore)
 
     p = sub.add_parser("demo", help="run a local network and the example end to end")
     p.add_argument("--keep", metavar="DIR", help="leave the network's data and logs in DIR")

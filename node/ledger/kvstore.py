@@ -158,6 +158,10 @@ class LevelDBKV:
         except plyvel.Error as exc:
             raise _translate(exc, self.path) from exc
 
+    def snapshot(self) -> Any:
+        """A plyvel snapshot (context manager): a consistent read view for backups."""
+        return self._db.snapshot()
+
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()

@@ -1,0 +1,1 @@
+"""What operations teams touch: systemd notification, metrics, the admin socket, backup."""
