@@ -4,6 +4,7 @@ serves the daemon, start-up replay and `ledger verify`, so they can never disagr
 from __future__ import annotations
 
 from node.crypto.certs import IdentityVerifier
+from node.crypto.hashing import sha256
 from node.execution.executor import BlockExecutor
 from node.execution.inprocess import InProcessEngine
 from node.execution.types import ContractModule
@@ -29,6 +30,15 @@ def load_engine(genesis: Genesis) -> InProcessEngine:
     return engine
 
 
+def reserved_roles(genesis: Genesis) -> dict[str, frozenset[str]]:
+    config = genesis.config
+    return {
+        "leader": frozenset({sha256(config.leader_certificate).hex()}),
+        "regulator": frozenset({sha256(config.regulator_certificate).hex()}),
+        "node": frozenset(sha256(n.certificate).hex() for n in config.nodes),
+    }
+
+
 def build_checker(genesis: Genesis, ledger: Ledger) -> TxChecker:
     params = genesis.config.params
     rules = ChainRules(
@@ -39,7 +49,7 @@ def build_checker(genesis: Genesis, ledger: Ledger) -> TxChecker:
     )
     return TxChecker(
         rules,
-        IdentityVerifier(genesis.ca_certificates()),
+        IdentityVerifier(genesis.ca_certificates(), reserved_roles(genesis)),
         lambda identity: ledger.state_get(REVOKED_PREFIX + identity.encode()) is not None,
     )
 

@@ -37,7 +37,7 @@ class TxCode(enum.IntEnum):
 
 
 class TxStatus(enum.IntEnum):
-    UNSPECIFIED = 0
+    TX_STATUS_UNSPECIFIED = 0
     PENDING = 1
     COMMITTED = 2
     INVALID = 3

@@ -117,7 +117,11 @@ def _coerce(section: str, key: str, value: Any, default: Any, problems: list[str
         if isinstance(value, str):
             with contextlib.suppress(ValueError):
                 value = float(value)
-        if not isinstance(value, int | float) or not 0 < float(value) <= 1:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not 0 < float(value) <= 1
+        ):
             problems.append(f"{where} must be a number in (0, 1], not {value!r}")
         else:
             value = float(value)
@@ -146,7 +150,7 @@ def parse(path: Path, data: Mapping[str, Any], env: Mapping[str, str]) -> NodeCo
             problems.append(f"[{section}] must be a table")
             raw = {}
         defaults = cls()
-        known = {f.name for f in fields(cls)}
+        known = [f.name for f in fields(cls)]
         for key in raw:
             if key not in known:
                 problems.append(f"unknown key {section}.{key}")
@@ -161,9 +165,17 @@ def parse(path: Path, data: Mapping[str, Any], env: Mapping[str, str]) -> NodeCo
                 continue
             values[name] = _coerce(section, name, value, getattr(defaults, name), problems)
         built[section] = cls(**values)
+    prefixes = {
+        f"MEDLEDGER_{sec.upper()}_{f.name.upper()}"
+        for sec, c in _SECTIONS.items()
+        for f in fields(c)
+    }
+    for name in sorted(env):
+        if name.startswith("MEDLEDGER_") and name not in prefixes:
+            problems.append(f"unknown environment variable {name}")
     if not built["node"].name:
         problems.append("node.name is required")
-    if built["api"].tls and not (built["api"].tls_certificate and built["api"].tls_key):
+    if built["api"].tls is True and not (built["api"].tls_certificate and built["api"].tls_key):
         problems.append("api.tls = true needs api.tls_certificate and api.tls_key")
     if problems:
         raise ConfigError(problems)

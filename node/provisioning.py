@@ -94,6 +94,8 @@ def init_consortium(plan: Plan) -> Path:
     if plan.base_port < 1024 or plan.base_port + 10 * (plan.hospitals + 1) > 65535:
         raise ProvisionError("--base-port must leave room for 10 ports per node below 65536")
     out = plan.out
+    if out.exists() and not out.is_dir():
+        raise ProvisionError(f"{out} exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         raise ProvisionError(f"{out} exists and is not empty; refusing to overwrite it")
     out.mkdir(parents=True, exist_ok=True)

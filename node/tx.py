@@ -21,6 +21,7 @@ from node.crypto.certs import CertificateError, Identity, IdentityVerifier
 from node.crypto.hashing import sha256
 
 SHA256 = 1  # medledger.v1.HashAlgorithm.SHA256
+MIN_NONCE_BYTES = 8
 
 
 class Rejection(Exception):
@@ -84,6 +85,10 @@ def parse(raw: bytes, max_bytes: int) -> ParsedTx:
     ]
     if missing:
         raise Rejection(TxCode.MISSING_FIELD, "missing required field(s): " + ", ".join(missing))
+    if len(body.nonce) < MIN_NONCE_BYTES:
+        raise Rejection(TxCode.MALFORMED, f"nonce must be at least {MIN_NONCE_BYTES} bytes")
+    if body.expires_at_ms <= body.created_at_ms:
+        raise Rejection(TxCode.MALFORMED, "expires_at_ms must be later than created_at_ms")
     return ParsedTx(raw, sha256(signed.body), signed.body, body, signed.signature)
 
 
@@ -91,13 +96,56 @@ def decode_args(tx: ParsedTx) -> dict[str, Any]:
     return decode_json_object(tx.body.args, "args")
 
 
+MAX_JSON_NESTING = 64
+
+
+def json_nesting(text: str) -> int:
+    """Deepest bracket nesting outside strings, found without recursion, so that the
+    answer (and therefore a transaction's code) never depends on the caller's stack."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
 def decode_json_object(data: bytes, what: str) -> dict[str, Any]:
     if not data:
         return {}
     try:
-        value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise Rejection(TxCode.BAD_ARGUMENTS, f"{what} are not UTF-8 JSON: {exc}") from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejection(TxCode.BAD_ARGUMENTS, f"{what} are not UTF-8: {exc}") from exc
+    if json_nesting(text) > MAX_JSON_NESTING:
+        raise Rejection(TxCode.BAD_ARGUMENTS, f"{what} nest deeper than {MAX_JSON_NESTING} levels")
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
+        raise Rejection(TxCode.BAD_ARGUMENTS, f"{what} are not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise Rejection(TxCode.BAD_ARGUMENTS, f"{what} must be a JSON object")
     return value

@@ -149,10 +149,17 @@ def _ms(when: dt.datetime) -> int:
 class IdentityVerifier:
     """Checks creator certificates against the consortium's institution CAs."""
 
-    def __init__(self, ca_certificates: dict[str, bytes]) -> None:
+    def __init__(
+        self,
+        ca_certificates: dict[str, bytes],
+        reserved_roles: dict[str, frozenset[str]] | None = None,
+    ) -> None:
         self._cas: dict[str, x509.Certificate] = {
             inst: x509.load_der_x509_certificate(der) for inst, der in ca_certificates.items()
         }
+        # Roles any institution CA could otherwise mint for itself (leader, regulator,
+        # node): only the listed identities (hex certificate hashes) may hold them.
+        self._reserved = reserved_roles or {}
         self._cache: dict[bytes, Identity] = {}
 
     def identify(self, der: bytes) -> Identity:
@@ -188,6 +195,12 @@ class IdentityVerifier:
             raise CertificateError(
                 f"certificate of {name!r} is not issued by the {institution} CA"
             ) from exc
+        allowed = self._reserved.get(role)
+        if allowed is not None and digest.hex() not in allowed:
+            raise CertificateError(
+                f"role {role!r} is reserved to identities named in the genesis block; "
+                f"{name!r} is not one of them"
+            )
         public_key = cert.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
             raise CertificateError("only ECDSA P-256 and Ed25519 keys are accepted")

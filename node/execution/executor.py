@@ -180,15 +180,8 @@ class BlockExecutor:
         if merkle_root(done.tx_ids) != header.tx_root:
             raise Divergence(height, "tx_root does not match the transactions")
         if list(block.codes) != done.codes:
-            bad = (
-                next(
-                    i
-                    for i, (a, b) in enumerate(zip(block.codes, done.codes, strict=False))
-                    if a != b
-                )
-                if len(block.codes) == len(done.codes)
-                else len(block.codes)
-            )
+            pairs = enumerate(zip(block.codes, done.codes, strict=False))
+            bad = next((i for i, (a, b) in pairs if a != b), min(len(block.codes), len(done.codes)))
             raise Divergence(height, f"validation code of transaction {bad} differs")
         if done.results_root != header.results_root:
             raise Divergence(height, "results_root differs from the re-executed results")

@@ -125,15 +125,24 @@ class LevelDBKV:
         return value
 
     def scan(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        # The iterator (and the LevelDB snapshot it reads) is made now, not at the first
+        # next(): the contract says the view is the one at the time of the call.
         try:
             if start is None:
                 it = self._db.iterator(prefix=prefix, verify_checksums=True)
             else:
                 it = self._db.iterator(start=max(start, prefix), prefix=None, verify_checksums=True)
-            for key, value in it:
-                if not key.startswith(prefix):
-                    break
-                yield key, value
+        except plyvel.Error as exc:
+            raise _translate(exc, self.path) from exc
+        return self._drain(it, prefix)
+
+    def _drain(self, it: Any, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        try:
+            with it:
+                for key, value in it:
+                    if not key.startswith(prefix):
+                        break
+                    yield key, value
         except plyvel.Error as exc:
             raise _translate(exc, self.path) from exc
 

@@ -29,6 +29,7 @@ STATE = b"s/"
 HISTORY = b"y/"
 
 _TIP = struct.Struct(">Q32s32sq")
+TIP_SIZE = _TIP.size
 _LOC = struct.Struct(">QIH")
 _VERSION = struct.Struct(">QI")
 

@@ -77,8 +77,11 @@ class Ledger:
                 "at an empty directory or at this chain's data"
             )
         tip = store.get(layout.TIP)
-        if tip is None:
-            raise LedgerError("the ledger has a chain id but no savepoint (m/tip): restore it")
+        if tip is None or len(tip) != layout.TIP_SIZE:
+            raise LedgerError(
+                "the ledger's savepoint (m/tip) is missing or damaged: restore the data "
+                "directory from a backup (medledger restore) or re-sync it"
+            )
         self.tip = Tip.decode(tip)
 
     def _write_genesis(self) -> None:
@@ -168,9 +171,8 @@ class Ledger:
         out: list[tuple[int, int, bytes | None]] = []
         for hkey, value in self.store.scan(prefix):
             version = VersionedValue.decode(hkey[len(prefix) :] + value)
-            out.append(
-                (version.height, version.index, version.value[1:] if version.value[:1] else None)
-            )
+            stored = version.value[1:] if version.value[:1] == b"\x01" else None
+            out.append((version.height, version.index, stored))
         return out
 
     def raft_applied(self) -> int:

@@ -46,8 +46,8 @@ def verify(store: KVStore) -> VerifyReport:
     if store.get(layout.CHAIN_ID) != genesis.chain_id:
         return _fail(0, "stored chain id is not the hash of the stored genesis block", 0)
     tip_raw = store.get(layout.TIP)
-    if tip_raw is None:
-        return _fail(0, "no savepoint (m/tip)", 0)
+    if tip_raw is None or len(tip_raw) != layout.TIP_SIZE:
+        return _fail(0, "the savepoint (m/tip) is missing or damaged", 0)
     tip = layout.Tip.decode(tip_raw)
 
     memory = Ledger(MemoryKV(), genesis)
