@@ -1,0 +1,62 @@
+"""Blocking frame I/O over a connected Unix socket (both ends of the host ↔ worker pipe).
+
+The host gives every receive a deadline, so a hung worker costs at most its time budget;
+the worker blocks without one. Framing and checks live in `protocol.py`.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from node.execution.sandbox.protocol import decode_body, encode_frame, frame_length
+
+
+class ChannelClosed(Exception):
+    """The other end closed the connection (or died)."""
+
+
+class ChannelTimeout(Exception):
+    """No complete frame arrived before the deadline."""
+
+
+class Channel:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buffer = bytearray()
+
+    def send(self, message: Any) -> None:
+        try:
+            self.sock.sendall(encode_frame(message))
+        except OSError as exc:
+            raise ChannelClosed(f"send failed: {exc}") from None
+
+    def recv(self, deadline: float | None = None) -> Any:
+        """Next frame; `deadline` is a `time.monotonic()` value (None waits forever)."""
+        header = self._read(4, deadline)
+        return decode_body(self._read(frame_length(header), deadline))
+
+    def _read(self, size: int, deadline: float | None) -> bytes:
+        buffer = self._buffer
+        while len(buffer) < size:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ChannelTimeout("deadline passed")
+                self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(max(65536, size - len(buffer)))
+            except TimeoutError:
+                raise ChannelTimeout("deadline passed") from None
+            except OSError as exc:
+                raise ChannelClosed(f"receive failed: {exc}") from None
+            if not chunk:
+                raise ChannelClosed("connection closed")
+            buffer += chunk
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        return data
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,11 @@
+"""The sandbox engine's version, recorded on-chain next to each contract's code hash.
+
+Bump it whenever anything that can change a contract's outcome or `gas_used` changes: the
+checker's rules, the instrumentation, gas costs, the guarded builtins, the `ctx` API, or
+the CPython minor version the workers run (hashing of `str` for set order, int/str limits).
+Two nodes agree on a transaction only if they run the same code under the same version.
+"""
+
+from __future__ import annotations
+
+ENGINE_VERSION = 1
