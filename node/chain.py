@@ -6,8 +6,8 @@ from __future__ import annotations
 from node.crypto.certs import IdentityVerifier
 from node.crypto.hashing import sha256
 from node.execution.executor import BlockExecutor
-from node.execution.inprocess import InProcessEngine
-from node.execution.types import ContractModule
+from node.execution.sandbox import SandboxEngine, Zygote
+from node.execution.types import ContractEngine, ContractModule
 from node.genesis import Genesis
 from node.ledger.ledger import Ledger
 from node.tx import ChainRules, TxChecker
@@ -15,8 +15,8 @@ from node.tx import ChainRules, TxChecker
 REVOKED_PREFIX = b"consortium/revoked/"
 
 
-def load_engine(genesis: Genesis) -> InProcessEngine:
-    engine = InProcessEngine()
+def load_contracts(engine: ContractEngine, genesis: Genesis) -> ContractEngine:
+    """Load every contract the chain carries (today: the genesis block's built-ins)."""
     for code in genesis.config.contracts:
         engine.load(
             ContractModule(
@@ -27,6 +27,12 @@ def load_engine(genesis: Genesis) -> InProcessEngine:
                 tuple(code.dependencies),
             )
         )
+    return engine
+
+
+def sandbox_engine(zygote: Zygote, genesis: Genesis) -> SandboxEngine:
+    engine = SandboxEngine(zygote)
+    load_contracts(engine, genesis)
     return engine
 
 
@@ -54,5 +60,17 @@ def build_checker(genesis: Genesis, ledger: Ledger) -> TxChecker:
     )
 
 
-def build_executor(genesis: Genesis, ledger: Ledger) -> BlockExecutor:
-    return BlockExecutor(ledger, build_checker(genesis, ledger), load_engine(genesis))
+def build_executor(
+    genesis: Genesis,
+    ledger: Ledger,
+    engine: ContractEngine,
+    query_engine: ContractEngine | None = None,
+) -> BlockExecutor:
+    """`engine` and `query_engine` must already hold the chain's contracts."""
+    return BlockExecutor(
+        ledger,
+        build_checker(genesis, ledger),
+        engine,
+        gas_limit=int(genesis.config.params.max_gas_per_tx) or 5_000_000,
+        query_engine=query_engine,
+    )

@@ -21,11 +21,12 @@ import trio
 from node import logs
 from node.api import server as api_server
 from node.api.gateway import Gateway
-from node.chain import build_executor
+from node.chain import build_executor, sandbox_engine
 from node.codes import TxCode
 from node.config import NodeConfig
 from node.core import NodeCore
 from node.execution.executor import BlockExecutor
+from node.execution.sandbox import SandboxEngine, Zygote
 from node.genesis import Genesis
 from node.genesis import load as load_genesis
 from node.ledger.kvstore import LevelDBKV
@@ -61,10 +62,17 @@ class Services:
     store: LevelDBKV
     ledger: Ledger
     core: NodeCore
+    engines: list[SandboxEngine]
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.close()
+        self.store.close()
 
 
-def open_node(config: NodeConfig) -> Services:
-    """Everything that can fail before any task starts; raises with a clear message."""
+def open_node(config: NodeConfig, zygote: Zygote) -> Services:
+    """Everything that can fail before any task starts; raises with a clear message.
+    `zygote` is the contract sandbox's parent process, started before any thread."""
     genesis = load_genesis(config.resolve(config.node.genesis))
     genesis.node(config.node.name)  # must be a genesis node
     consenters = [n for n in genesis.config.nodes if n.consenter]
@@ -77,17 +85,23 @@ def open_node(config: NodeConfig) -> Services:
     data_dir = config.resolve(config.node.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = LevelDBKV(data_dir / "ledger")
+    engines: list[SandboxEngine] = []
     try:
         ledger = Ledger(store, genesis)
-        executor = build_executor(genesis, ledger)
+        block_engine = sandbox_engine(zygote, genesis)
+        query_engine = sandbox_engine(zygote, genesis)
+        engines.extend([block_engine, query_engine])
+        executor = build_executor(genesis, ledger, block_engine, query_engine)
         recover(ledger, executor)
         m = config.mempool
         mempool = Mempool(MempoolLimits(m.max_txs, m.max_bytes, m.institution_share))
         core = NodeCore(config.node.name, genesis, ledger, executor, executor.checker, mempool)
     except BaseException:
+        for engine in engines:
+            engine.close()
         store.close()
         raise
-    return Services(config, genesis, store, ledger, core)
+    return Services(config, genesis, store, ledger, core, engines)
 
 
 def recover(ledger: Ledger, executor: BlockExecutor) -> None:
@@ -301,15 +315,15 @@ async def serve(
     await Node(services).run(task_status=task_status)
 
 
-def run(config: NodeConfig) -> None:
-    services = open_node(config)
+def run(config: NodeConfig, zygote: Zygote) -> None:
+    services = open_node(config, zygote)
     try:
         trio.run(serve, services)
     except BaseExceptionGroup as group:
         # A failed service ends the node; report its cause, not trio's wrapping.
         raise _first_cause(group) from None
     finally:
-        services.store.close()
+        services.close()
 
 
 def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:

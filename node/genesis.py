@@ -11,8 +11,8 @@ from google.protobuf.message import DecodeError
 from medledger.v1 import ledger_pb2
 
 from node.crypto.hashing import EMPTY_ROOT, sha256
+from node.execution.sandbox.version import ENGINE_VERSION
 
-ENGINE_VERSION_INPROCESS = 1
 BUILTIN_CONTRACTS = ("kv",)
 HEADER_VERSION = 1
 
@@ -26,6 +26,9 @@ DEFAULT_PARAMS = ledger_pb2.ConsensusParams(
     election_tick_ms=100,
     heartbeat_ticks=1,
     election_ticks=10,
+    # Gas bounds memory only roughly (about 100 bytes a step at worst, sandbox README):
+    # keep a call well under the workers' 1 GiB address-space limit.
+    max_gas_per_tx=5_000_000,
 )
 
 
@@ -61,7 +64,7 @@ def builtin_contract(name: str) -> ledger_pb2.ContractCode:
         name=name,
         source=source,
         code_hash=sha256(source.encode()),
-        engine_version=ENGINE_VERSION_INPROCESS,
+        engine_version=ENGINE_VERSION,
     )
 
 

@@ -106,13 +106,20 @@ def cmd_node_start(args: argparse.Namespace) -> int:
     from node import config as config_mod
     from node import logs
     from node.daemon import run
+    from node.execution.sandbox import Zygote
 
     try:
         cfg = config_mod.load(Path(args.config))
     except config_mod.ConfigError as exc:
         raise CliError("bad configuration: " + "; ".join(exc.problems)) from exc
     logs.configure(cfg.log.level, cfg.log.format, node=cfg.node.name)
-    run(cfg)
+    # The sandbox's parent process first, while this process has no threads yet
+    # (grpcio and the libraries under it start threads).
+    zygote = Zygote.start()
+    try:
+        run(cfg, zygote)
+    finally:
+        zygote.close()
     return 0
 
 
@@ -404,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from node.config import ConfigError
     from node.crypto.keys import KeyFileError
     from node.daemon import StartupError
+    from node.execution.sandbox import NondeterministicExecution, SandboxUnavailable
     from node.genesis import GenesisError
     from node.ledger.kvstore import StoreError
     from node.ledger.ledger import LedgerError
@@ -414,7 +422,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, ClientError, ConfigError, GenesisError, KeyFileError) as exc:
         print(f"medledger: {exc}", file=sys.stderr)
         return 2
-    except (StoreError, LedgerError, StartupError, ApiError) as exc:
+    except (
+        StoreError,
+        LedgerError,
+        StartupError,
+        ApiError,
+        NondeterministicExecution,
+        SandboxUnavailable,
+    ) as exc:
         _log_fatal(exc)
         return 1
     except KeyboardInterrupt:

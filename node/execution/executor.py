@@ -7,6 +7,7 @@ node's admission let through is only a hint.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -14,13 +15,13 @@ from medledger.v1 import ledger_pb2
 
 from node.codes import TxCode
 from node.crypto.hashing import EMPTY_ROOT, length_prefixed, merkle_root, sha256
-from node.execution.types import Caller, ContractEngine, Invocation, Outcome, StateReader
+from node.execution.types import Caller, ContractEngine, Invocation, Outcome
 from node.genesis import HEADER_VERSION
 from node.ledger.layout import TxLocation
 from node.ledger.ledger import BlockWrite, Ledger, StateWrite, decode_block
 from node.tx import ParsedTx, Rejection, TxChecker, decode_args, parse
 
-DEFAULT_GAS_LIMIT = 10_000_000
+DEFAULT_GAS_LIMIT = 5_000_000
 
 # Codes under which a tx id is recorded in the tx index, so that the same body can never
 # commit again. A code reached before the signature was verified (BAD_SIGNATURE,
@@ -93,8 +94,12 @@ def result_leaf(tx_id: bytes, result: ledger_pb2.TxResult) -> bytes:
     )
 
 
-def caller_of(identity_name: str, role: str, institution: str, identity: str) -> Caller:
-    return Caller(identity=identity, name=identity_name, role=role, institution=institution)
+@dataclass(frozen=True)
+class _Prepared:
+    tx_id: bytes
+    contract: str
+    outcome: Outcome | None  # set when the checks already decided it
+    invocation: Invocation | None = None  # set when the contract must run
 
 
 @dataclass(frozen=True)
@@ -115,11 +120,16 @@ class BlockExecutor:
         checker: TxChecker,
         engine: ContractEngine,
         gas_limit: int = DEFAULT_GAS_LIMIT,
+        query_engine: ContractEngine | None = None,
     ) -> None:
         self.ledger = ledger
         self.checker = checker
         self.engine = engine
         self.gas_limit = gas_limit
+        # Queries arrive on gRPC threads while a block executes on another: they get their
+        # own engine (a sandbox engine is not thread-safe), one query at a time.
+        self.query_engine = query_engine or engine
+        self._query_lock = threading.Lock()
 
     # -- new blocks ----------------------------------------------------------------------
 
@@ -202,30 +212,34 @@ class BlockExecutor:
     # -- the shared core -----------------------------------------------------------------
 
     def _execute(self, txs: Sequence[bytes], height: int, timestamp: int) -> _Executed:
-        state = BlockState(self.ledger)
+        # Checks first, then every call that passed them in one engine batch: the sandbox
+        # costs one pipe round per block, not per transaction.
+        claimed: set[bytes] = set()
+        prepared = [self._prepare(raw, height, timestamp, claimed) for raw in txs]
+        calls = [p.invocation for p in prepared if p.invocation is not None]
+        outcomes = iter(self.engine.execute_batch(calls, BlockState(self.ledger)) if calls else [])
         results = ledger_pb2.BlockResults()
         tx_ids: list[bytes] = []
         codes: list[int] = []
         writes: list[StateWrite] = []
         locations: dict[bytes, TxLocation] = {}
         leaves: list[bytes] = []
-        for index, raw in enumerate(txs):
-            tx_id, result, tx_writes = self._execute_one(
-                raw, index, height, timestamp, state, locations
-            )
-            tx_ids.append(tx_id)
+        for index, item in enumerate(prepared):
+            outcome = item.outcome if item.outcome is not None else next(outcomes)
+            result = self._result(item, outcome, index, height)
+            tx_ids.append(item.tx_id)
             codes.append(int(result.code))
             results.results.append(result)
-            leaves.append(result_leaf(tx_id, result))
+            leaves.append(result_leaf(item.tx_id, result))
             if (
                 int(result.code) in INDEXED_CODES
-                and tx_id not in locations
-                and self.ledger.tx_location(tx_id) is None
+                and item.tx_id not in locations
+                and self.ledger.tx_location(item.tx_id) is None
             ):
-                locations[tx_id] = TxLocation(height, index, int(result.code))
-            for key in sorted(tx_writes):
-                state.writes[key] = tx_writes[key]
-                writes.append(StateWrite(key, index, tx_writes[key]))
+                locations[item.tx_id] = TxLocation(height, index, int(result.code))
+            if outcome.code == TxCode.VALID:
+                for key in sorted(outcome.writes):
+                    writes.append(StateWrite(key, index, outcome.writes[key]))
         write_hashes = b"".join(r.write_set_hash for r in results.results)
         state_hash = sha256(self.ledger.tip.state_hash + sha256(write_hashes))
         return _Executed(
@@ -238,65 +252,26 @@ class BlockExecutor:
             merkle_root(leaves) if leaves else EMPTY_ROOT,
         )
 
-    def _execute_one(
-        self,
-        raw: bytes,
-        index: int,
-        height: int,
-        timestamp: int,
-        state: BlockState,
-        seen: dict[bytes, TxLocation],
-    ) -> tuple[bytes, ledger_pb2.TxResult, dict[bytes, bytes | None]]:
-        empty = write_set_hash({})
+    def _prepare(self, raw: bytes, height: int, timestamp: int, claimed: set[bytes]) -> _Prepared:
+        """Every check that does not need the contract: a refusal here is the tx's outcome."""
         try:
             tx = parse(raw, self.checker.rules.max_tx_bytes)
         except Rejection as rej:
-            return (
-                sha256(raw),
-                ledger_pb2.TxResult(
-                    code=int(rej.code),  # type: ignore[arg-type]
-                    message=rej.message,
-                    write_set_hash=empty,
-                ),
-                {},
+            return _Prepared(sha256(raw), "", Outcome(rej.code, rej.message))
+        if tx.tx_id in claimed or self.ledger.tx_location(tx.tx_id) is not None:
+            return _Prepared(
+                tx.tx_id,
+                tx.contract,
+                Outcome(TxCode.DUPLICATE_TXID, "transaction already committed"),
             )
-        outcome = self._run(tx, height, timestamp, state, seen)
-        result = ledger_pb2.TxResult(
-            code=int(outcome.code),  # type: ignore[arg-type]
-            message=outcome.message,
-            write_set_hash=write_set_hash(dict(outcome.writes)) if outcome.code == 0 else empty,
-            result=outcome.result if outcome.code == 0 else b"",
-        )
-        if outcome.code != TxCode.VALID:
-            return tx.tx_id, result, {}
-        for event in outcome.events:
-            result.events.append(
-                ledger_pb2.Event(
-                    height=height,
-                    tx_index=index,
-                    tx_id=tx.tx_id,
-                    contract=tx.contract,
-                    name=event.name,
-                    data=event.data,
-                )
-            )
-        return tx.tx_id, result, dict(outcome.writes)
-
-    def _run(
-        self,
-        tx: ParsedTx,
-        height: int,
-        timestamp: int,
-        state: StateReader,
-        seen: dict[bytes, TxLocation],
-    ) -> Outcome:
-        if tx.tx_id in seen or self.ledger.tx_location(tx.tx_id) is not None:
-            return Outcome(TxCode.DUPLICATE_TXID, "transaction already committed")
         try:
             identity = self.checker.check(tx, timestamp)
             args = decode_args(tx)
         except Rejection as rej:
-            return Outcome(rej.code, rej.message)
+            if rej.code in INDEXED_CODES:
+                claimed.add(tx.tx_id)
+            return _Prepared(tx.tx_id, tx.contract, Outcome(rej.code, rej.message))
+        claimed.add(tx.tx_id)
         invocation = Invocation(
             tx_id=tx.tx_id,
             contract=tx.contract,
@@ -307,7 +282,30 @@ class BlockExecutor:
             height=height,
             gas_limit=self.gas_limit,
         )
-        return self.engine.execute(invocation, state)
+        return _Prepared(tx.tx_id, tx.contract, None, invocation)
+
+    @staticmethod
+    def _result(item: _Prepared, outcome: Outcome, index: int, height: int) -> ledger_pb2.TxResult:
+        valid = outcome.code == TxCode.VALID
+        result = ledger_pb2.TxResult(
+            code=int(outcome.code),  # type: ignore[arg-type]
+            message=outcome.message,
+            write_set_hash=write_set_hash(dict(outcome.writes) if valid else {}),
+            result=outcome.result if valid else b"",
+        )
+        if valid:
+            for event in outcome.events:
+                result.events.append(
+                    ledger_pb2.Event(
+                        height=height,
+                        tx_index=index,
+                        tx_id=item.tx_id,
+                        contract=item.contract,
+                        name=event.name,
+                        data=event.data,
+                    )
+                )
+        return result
 
     def query(self, tx: ParsedTx, now_ms: int) -> Outcome:
         """A read-only call against committed state, by a caller whose signed query
@@ -328,4 +326,5 @@ class BlockExecutor:
             gas_limit=self.gas_limit,
             read_only=True,
         )
-        return self.engine.execute(invocation, BlockState(self.ledger))
+        with self._query_lock:
+            return self.query_engine.execute(invocation, BlockState(self.ledger))

@@ -105,6 +105,11 @@ class ContractEngine(Protocol):
         Outcome with a non-VALID code and no writes."""
         ...
 
+    def execute_batch(self, invocations: Sequence[Invocation], state: StateReader) -> list[Outcome]:
+        """Run a block's calls in order: `state` is the state before the first; each call
+        sees the writes of the earlier VALID ones."""
+        ...
+
 
 class ContractRejected(Exception):
     """A module refused at load/deploy time; the message names line and rule."""

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from node import genesis as genesis_mod
-from node.chain import build_executor
+from node.chain import build_executor, load_contracts
 from node.crypto.hashing import sha256
 from node.execution.executor import Divergence
+from node.execution.sandbox import SandboxEngine, Zygote
+from node.execution.types import ContractEngine
 from node.ledger import layout
 from node.ledger.kvstore import KVStore, MemoryKV
 from node.ledger.ledger import Ledger, LedgerError, decode_block
@@ -35,7 +37,8 @@ def _fail(height: int, problem: str, tip_height: int) -> VerifyReport:
     return VerifyReport(False, tip_height, "", height, problem)
 
 
-def verify(store: KVStore) -> VerifyReport:
+def verify(store: KVStore, engine: ContractEngine) -> VerifyReport:
+    """`engine` runs the chain's contracts; they are loaded here from the stored genesis."""
     raw0 = store.get(layout.height_key(layout.BLOCK, 0))
     if raw0 is None:
         return _fail(0, "no genesis block: this is not a ledger data directory", 0)
@@ -51,7 +54,7 @@ def verify(store: KVStore) -> VerifyReport:
     tip = layout.Tip.decode(tip_raw)
 
     memory = Ledger(MemoryKV(), genesis)
-    executor = build_executor(genesis, memory)
+    executor = build_executor(genesis, memory, load_contracts(engine, genesis))
 
     blocks = list(store.scan(layout.BLOCK))
     top = len(blocks) - 1
@@ -140,7 +143,10 @@ def verify_path(path: str) -> VerifyReport:
     if not (ledger_dir / "CURRENT").exists():
         raise LedgerError(f"{path} holds no ledger (no LevelDB CURRENT file under it)")
     store = LevelDBKV(ledger_dir, create=False)
+    zygote = Zygote.start()
     try:
-        return verify(store)
+        with SandboxEngine(zygote) as engine:
+            return verify(store, engine)
     finally:
+        zygote.close()
         store.close()

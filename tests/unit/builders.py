@@ -8,8 +8,12 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
+from node.chain import load_contracts
 from node.crypto import keys
 from node.crypto.certs import CertificateAuthority
+from node.execution.sandbox import InProcessMeteredEngine
+from node.execution.types import ContractEngine
+from node.genesis import Genesis
 from node.sdk.client import Identity
 
 
@@ -34,3 +38,9 @@ def institution_ca(consortium: Path, institution: str = "hosp1") -> CertificateA
     key = keys.load_private(folder / "ca.key.pem")
     cert = x509.load_pem_x509_certificate((folder / "ca.cert.pem").read_bytes())
     return CertificateAuthority(institution, key, cert)
+
+
+def metered_engine(genesis: Genesis) -> ContractEngine:
+    """The sandbox's checked, metered engine in this process: the same code and gas as
+    the sandbox workers, without starting processes (unit tests only)."""
+    return load_contracts(InProcessMeteredEngine(), genesis)

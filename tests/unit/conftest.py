@@ -25,7 +25,7 @@ from node.provisioning import Plan, init_consortium
 from node.sdk.client import Identity
 from node.tx import TxChecker
 
-from .builders import TxFactory
+from .builders import TxFactory, metered_engine
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +73,7 @@ def ledger(genesis: Genesis) -> Ledger:
 
 @pytest.fixture
 def executor(genesis: Genesis, ledger: Ledger) -> BlockExecutor:
-    return build_executor(genesis, ledger)
+    return build_executor(genesis, ledger, metered_engine(genesis))
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from node.ledger.layout import TxLocation
 from node.ledger.ledger import BlockWrite, Ledger, LedgerError, decode_block
 from node.sdk.client import Identity
 
-from .builders import TxFactory, institution_ca
+from .builders import TxFactory, institution_ca, metered_engine
 
 EMPTY_WRITES = write_set_hash({})
 
@@ -283,13 +283,13 @@ def test_a_bad_signature_does_not_burn_the_tx_id(
             "put",
             {"key": ""},
             TxCode.BAD_ARGUMENTS,
-            "put: missing a required argument: 'value'",
+            "put: missing arguments ['value']",
         ),
         ("kv", "put", {"key": "a", "value": 1, "extra": 2}, TxCode.BAD_ARGUMENTS, None),
         ("kv", "put", {"key": "", "value": 1}, TxCode.CONTRACT_ERROR, None),
         ("kv", "nope", {}, TxCode.UNKNOWN_FUNCTION, None),
         ("kv", "_check_key", {"key": "a"}, TxCode.UNKNOWN_FUNCTION, None),
-        ("nope", "put", {}, TxCode.UNKNOWN_CONTRACT, "no contract 'nope'"),
+        ("nope", "put", {}, TxCode.UNKNOWN_CONTRACT, "no contract 'nope' loaded"),
     ],
 )
 def test_failing_call_keeps_its_code_and_writes_nothing(
@@ -310,9 +310,7 @@ def test_failing_call_keeps_its_code_and_writes_nothing(
     if message is not None:
         assert write.messages[0] == message
     if function == "nope":
-        assert write.messages[0] == (
-            "kv has no public function 'nope'; it has ['delete', 'get', 'list_keys', 'put']"
-        )
+        assert write.messages[0] == "kv has no function 'nope'"
     assert [w.tx_index for w in write.state] == [1]
     assert [k for k, _ in ledger.state_items()] == [b"kv/after"]
     results = ledger.results(1)
@@ -393,7 +391,7 @@ def test_execution_does_not_depend_on_the_callers_stack_depth(
     def at_depth(frames: int) -> tuple[int, ...]:
         if frames:
             return at_depth(frames - 1)
-        fresh = build_executor(genesis, Ledger(MemoryKV(), genesis))
+        fresh = build_executor(genesis, Ledger(MemoryKV(), genesis), metered_engine(genesis))
         return fresh.derive([raw], t0, "hosp1").codes
 
     assert at_depth(0) == at_depth(200)
@@ -426,7 +424,7 @@ def chain(executor: BlockExecutor, make_tx: TxFactory, t0: int) -> list[BlockWri
 
 @pytest.fixture
 def fresh(genesis: Genesis) -> BlockExecutor:
-    return build_executor(genesis, Ledger(MemoryKV(), genesis))
+    return build_executor(genesis, Ledger(MemoryKV(), genesis), metered_engine(genesis))
 
 
 def test_replay_on_a_fresh_ledger_reproduces_every_hash(
@@ -658,7 +656,7 @@ def test_query_is_read_only(
     tx = txlib.parse(make_tx(function="put", args={"key": "a", "value": 2}), 1 << 20)
     outcome = executor.query(tx, t0)
     assert outcome.code == TxCode.PERMISSION_DENIED
-    assert outcome.message == "a query cannot change state"
+    assert outcome.message == "a read-only call cannot write state"
     assert outcome.writes == {}
     assert store_snapshot(ledger) == before
     # A query leaves no trace: the same signed body can still be submitted as a tx.

@@ -16,6 +16,7 @@ from node import genesis as genesis_mod
 from node.crypto import keys
 from node.crypto.certs import IdentityVerifier
 from node.crypto.hashing import sha256
+from node.execution.sandbox import ENGINE_VERSION
 from node.genesis import Genesis, GenesisError
 from node.provisioning import Plan, ProvisionError, init_consortium
 
@@ -143,7 +144,7 @@ def test_genesis_lists_institutions_nodes_and_contracts(consortium: Path, genesi
     kv_source = (Path(__file__).resolve().parents[2] / "contracts" / "kv.py").read_text()
     assert cfg.contracts[0].source == kv_source
     assert cfg.contracts[0].code_hash == sha256(kv_source.encode())
-    assert cfg.contracts[0].engine_version == genesis_mod.ENGINE_VERSION_INPROCESS
+    assert cfg.contracts[0].engine_version == ENGINE_VERSION
 
     leader = cert_of(consortium / "identities" / "leader" / "cert.pem")
     regulator = cert_of(consortium / "identities" / "regulator" / "cert.pem")

@@ -10,6 +10,7 @@ from medledger.v1 import ledger_pb2
 
 from node.codes import TxCode
 from node.execution.executor import BlockExecutor
+from node.execution.sandbox import InProcessMeteredEngine
 from node.ledger import layout
 from node.ledger.kvstore import MemoryKV
 from node.ledger.ledger import Ledger, decode_block
@@ -60,7 +61,7 @@ def rewrite_block(
 
 
 def test_an_untampered_chain_verifies(chain: list[bytes], ledger: Ledger) -> None:
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert report.ok, report.problem
     assert report.height == HEIGHT
     assert report.last_block_hash == ledger.tip.hash.hex()
@@ -68,7 +69,7 @@ def test_an_untampered_chain_verifies(chain: list[bytes], ledger: Ledger) -> Non
 
 
 def test_a_fresh_ledger_verifies(ledger: Ledger) -> None:
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.height) == (True, 0)
 
 
@@ -78,7 +79,7 @@ def test_changed_code(chain: list[bytes], ledger: Ledger) -> None:
         block.codes[2] = ledger_pb2.VALID
 
     rewrite_block(ledger, 4, change)
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, 4)
     assert report.problem == "block 4: validation code of transaction 2 differs"
 
@@ -92,7 +93,7 @@ def test_changed_args_of_a_tx(chain: list[bytes], ledger: Ledger) -> None:
         block.txs[1] = signed.SerializeToString()
 
     rewrite_block(ledger, 5, change)
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, 5)
     assert report.problem == "block 5: tx_root does not match the transactions"
 
@@ -103,7 +104,7 @@ def test_changed_header_timestamp(chain: list[bytes], ledger: Ledger, height: in
         header.timestamp_ms += 1
 
     rewrite_block(ledger, height, change)
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, height)
     assert "header was changed" in report.problem
 
@@ -113,7 +114,7 @@ def test_changed_state_value(chain: list[bytes], ledger: Ledger) -> None:
     value = layout.VersionedValue.decode(ledger.store.get(key) or b"")
     assert (value.height, value.value) == (7, b"7")
     put(ledger, key, layout.VersionedValue(value.height, value.index, b"8").encode())
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, 7)
     assert report.problem.startswith("state value b'kv/k7' differs")
 
@@ -121,13 +122,13 @@ def test_changed_state_value(chain: list[bytes], ledger: Ledger) -> None:
 def test_changed_state_value_and_its_version(chain: list[bytes], ledger: Ledger) -> None:
     # Whatever version the tamperer writes, the height named is the one that wrote it.
     put(ledger, layout.STATE + b"kv/shared", layout.VersionedValue(3, 0, b"3").encode())
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, HEIGHT)
 
 
 def test_deleted_state_value(chain: list[bytes], ledger: Ledger) -> None:
     ledger.store.write({}, {layout.STATE + b"kv/k2"}, sync=True)
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, 2)
 
 
@@ -136,14 +137,14 @@ def test_changed_tx_index_entry(chain: list[bytes], ledger: Ledger) -> None:
     location = layout.TxLocation.decode(ledger.store.get(key) or b"")
     assert location == layout.TxLocation(3, 0, TxCode.VALID)
     put(ledger, key, layout.TxLocation(3, 0, TxCode.CONTRACT_ERROR).encode())
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, 3)
     assert report.problem.startswith("tx index entry")
 
 
 def test_deleted_tx_index_entry(chain: list[bytes], ledger: Ledger) -> None:
     ledger.store.write({}, {layout.TXINDEX + chain[5]}, sync=True)
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, 6)
 
 
@@ -151,7 +152,7 @@ def test_changed_history_entry(chain: list[bytes], ledger: Ledger) -> None:
     key = layout.history_key(b"kv/shared", 8, 1)
     assert ledger.store.get(key) == b"\x018"
     put(ledger, key, b"\x019")
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, 8)
     assert report.problem.startswith("history entry")
 
@@ -161,14 +162,14 @@ def test_changed_results(chain: list[bytes], ledger: Ledger) -> None:
     results = ledger_pb2.BlockResults.FromString(ledger.store.get(key) or b"")
     results.results[0].message = "all fine"
     put(ledger, key, results.SerializeToString())
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, 9)
     assert report.problem == "stored results of block 9 differ from re-execution"
 
 
 def test_missing_block(chain: list[bytes], ledger: Ledger) -> None:
     ledger.store.write({}, {layout.height_key(layout.BLOCK, 4)}, sync=True)
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, 4)
     assert report.problem == "block 4 is missing"
 
@@ -176,17 +177,17 @@ def test_missing_block(chain: list[bytes], ledger: Ledger) -> None:
 def test_savepoint_that_does_not_name_the_last_block(chain: list[bytes], ledger: Ledger) -> None:
     tip = ledger.tip
     put(ledger, layout.TIP, layout.Tip(tip.height, bytes(32), tip.state_hash, 0).encode())
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert report.ok is False and report.bad_height == HEIGHT
 
 
 def test_not_a_ledger() -> None:
-    report = verify(MemoryKV())
+    report = verify(MemoryKV(), InProcessMeteredEngine())
     assert (report.ok, report.bad_height) == (False, 0)
     assert report.problem == "no genesis block: this is not a ledger data directory"
 
 
 def test_garbage_savepoint_is_a_failed_report(chain: list[bytes], ledger: Ledger) -> None:
     put(ledger, layout.TIP, b"garbage")
-    report = verify(store_of(ledger))
+    report = verify(store_of(ledger), InProcessMeteredEngine())
     assert report.ok is False

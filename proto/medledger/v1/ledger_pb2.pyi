@@ -595,6 +595,7 @@ class ConsensusParams(_message.Message):
     ELECTION_TICK_MS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TICKS_FIELD_NUMBER: _builtins.int
     ELECTION_TICKS_FIELD_NUMBER: _builtins.int
+    MAX_GAS_PER_TX_FIELD_NUMBER: _builtins.int
     batch_timeout_ms: _builtins.int
     max_block_txs: _builtins.int
     max_block_bytes: _builtins.int
@@ -604,6 +605,8 @@ class ConsensusParams(_message.Message):
     election_tick_ms: _builtins.int
     heartbeat_ticks: _builtins.int
     election_ticks: _builtins.int
+    max_gas_per_tx: _builtins.int
+    """contract execution budget of one transaction"""
     def __init__(
         self,
         *,
@@ -616,10 +619,11 @@ class ConsensusParams(_message.Message):
         election_tick_ms: _builtins.int = ...,
         heartbeat_ticks: _builtins.int = ...,
         election_ticks: _builtins.int = ...,
+        max_gas_per_tx: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_timeout_ms", b"batch_timeout_ms", "election_tick_ms", b"election_tick_ms", "election_ticks", b"election_ticks", "heartbeat_ticks", b"heartbeat_ticks", "max_block_bytes", b"max_block_bytes", "max_block_txs", b"max_block_txs", "max_clock_skew_ms", b"max_clock_skew_ms", "max_tx_bytes", b"max_tx_bytes", "max_tx_ttl_ms", b"max_tx_ttl_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_timeout_ms", b"batch_timeout_ms", "election_tick_ms", b"election_tick_ms", "election_ticks", b"election_ticks", "heartbeat_ticks", b"heartbeat_ticks", "max_block_bytes", b"max_block_bytes", "max_block_txs", b"max_block_txs", "max_clock_skew_ms", b"max_clock_skew_ms", "max_gas_per_tx", b"max_gas_per_tx", "max_tx_bytes", b"max_tx_bytes", "max_tx_ttl_ms", b"max_tx_ttl_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
