@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from node.crypto.certs import IdentityVerifier
 from node.crypto.hashing import sha256
+from node.execution import lifecycle
 from node.execution.executor import BlockExecutor
+from node.execution.lifecycle import Lifecycle
 from node.execution.sandbox import SandboxEngine, Zygote
 from node.execution.types import ContractEngine, ContractModule
 from node.genesis import Genesis
@@ -15,8 +17,11 @@ from node.tx import ChainRules, TxChecker
 REVOKED_PREFIX = b"consortium/revoked/"
 
 
-def load_contracts(engine: ContractEngine, genesis: Genesis) -> ContractEngine:
-    """Load every contract the chain carries (today: the genesis block's built-ins)."""
+def load_contracts(
+    engine: ContractEngine, genesis: Genesis, ledger: Ledger | None = None
+) -> ContractEngine:
+    """Load every contract the chain carries: the genesis block's built-ins, then those
+    deployed or upgraded by governance since (from committed state)."""
     for code in genesis.config.contracts:
         engine.load(
             ContractModule(
@@ -27,12 +32,15 @@ def load_contracts(engine: ContractEngine, genesis: Genesis) -> ContractEngine:
                 tuple(code.dependencies),
             )
         )
+    if ledger is not None:
+        for _key, raw in ledger.state_scan(lifecycle.RECORD_PREFIX):
+            engine.load(lifecycle.module_from_record(raw))
     return engine
 
 
-def sandbox_engine(zygote: Zygote, genesis: Genesis) -> SandboxEngine:
+def sandbox_engine(zygote: Zygote, genesis: Genesis, ledger: Ledger) -> SandboxEngine:
     engine = SandboxEngine(zygote)
-    load_contracts(engine, genesis)
+    load_contracts(engine, genesis, ledger)
     return engine
 
 
@@ -73,4 +81,8 @@ def build_executor(
         engine,
         gas_limit=int(genesis.config.params.max_gas_per_tx) or 5_000_000,
         query_engine=query_engine,
+        lifecycle=Lifecycle(
+            frozenset(i.id for i in genesis.config.institutions if i.tier != "authority"),
+            genesis.config.params.contract_approval_majority,
+        ),
     )

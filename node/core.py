@@ -140,6 +140,8 @@ class NodeCore:
         """Derive, execute and durably commit the block for `batch` (worker thread)."""
         write = self.executor.derive([tx.raw for tx in batch], leader_time_ms, self.name)
         self.ledger.commit(write)
+        for name in self.executor.activate(write):
+            log.info("contract_activated", contract=name, height=write.height)
         self.committed(write, now_ms)
         return write
 

@@ -88,8 +88,8 @@ def open_node(config: NodeConfig, zygote: Zygote) -> Services:
     engines: list[SandboxEngine] = []
     try:
         ledger = Ledger(store, genesis)
-        block_engine = sandbox_engine(zygote, genesis)
-        query_engine = sandbox_engine(zygote, genesis)
+        block_engine = sandbox_engine(zygote, genesis, ledger)
+        query_engine = sandbox_engine(zygote, genesis, ledger)
         engines.extend([block_engine, query_engine])
         executor = build_executor(genesis, ledger, block_engine, query_engine)
         recover(ledger, executor)
@@ -112,7 +112,9 @@ def recover(ledger: Ledger, executor: BlockExecutor) -> None:
         data = ledger.block_bytes(height)
         if data is None:
             raise LedgerError(f"block {height} vanished during recovery")
-        ledger.commit(executor.replay(data))
+        write = executor.replay(data)
+        ledger.commit(write)
+        executor.activate(write)
         log.info("block_replayed", height=height)
 
 

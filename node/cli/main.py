@@ -217,6 +217,38 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_contract_deploy(args: argparse.Namespace) -> int:
+    try:
+        source = Path(args.file).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read contract source {args.file}: {exc}") from exc
+    identity = _identity(args)
+    with _client(args) as client:
+        result = client.submit(
+            identity,
+            "consortium",
+            "deploy_contract",
+            {"name": args.name, "source": source},
+            wait=True,
+        )
+    emit(args, result.to_json())
+    return 1 if result.status == "invalid" else 0
+
+
+def cmd_contract_approve(args: argparse.Namespace) -> int:
+    identity = _identity(args)
+    with _client(args) as client:
+        result = client.submit(
+            identity,
+            "consortium",
+            "approve_contract",
+            {"name": args.name, "code_hash": args.code_hash},
+            wait=True,
+        )
+    emit(args, result.to_json())
+    return 1 if result.status == "invalid" else 0
+
+
 def cmd_ledger_verify(args: argparse.Namespace) -> int:
     from node.ledger.kvstore import StoreError
     from node.ledger.ledger import LedgerError
@@ -366,6 +398,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="a signed read-only call")
     _call_opts(p)
     p.set_defaults(handler=cmd_query)
+
+    p = sub.add_parser("contract", help="deploy and upgrade contracts (governance)")
+    ksub = p.add_subparsers(dest="contract_command", required=True, metavar="ACTION")
+    q = ksub.add_parser("deploy", help="deploy or upgrade a contract module (leader)")
+    _node_opts(q)
+    q.add_argument("--identity", required=True, metavar="DIR")
+    q.add_argument("--name", required=True)
+    q.add_argument("--file", required=True, metavar="PATH")
+    q.set_defaults(handler=cmd_contract_deploy)
+    q = ksub.add_parser("approve", help="approve a proposed contract (institution admin)")
+    _node_opts(q)
+    q.add_argument("--identity", required=True, metavar="DIR")
+    q.add_argument("--name", required=True)
+    q.add_argument("--code-hash", required=True, help="hex SHA-256 of the proposed source")
+    q.set_defaults(handler=cmd_contract_approve)
 
     p = sub.add_parser("ledger", help="offline ledger tools")
     lsub = p.add_subparsers(dest="ledger_command", required=True, metavar="ACTION")

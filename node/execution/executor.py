@@ -15,6 +15,8 @@ from medledger.v1 import ledger_pb2
 
 from node.codes import TxCode
 from node.crypto.hashing import EMPTY_ROOT, length_prefixed, merkle_root, sha256
+from node.execution import lifecycle
+from node.execution.lifecycle import Lifecycle
 from node.execution.types import Caller, ContractEngine, Invocation, Outcome
 from node.genesis import HEADER_VERSION
 from node.ledger.layout import TxLocation
@@ -88,10 +90,19 @@ def result_leaf(tx_id: bytes, result: ledger_pb2.TxResult) -> bytes:
     return length_prefixed(
         tx_id,
         int(result.code).to_bytes(2, "big"),
+        int(result.gas_used).to_bytes(8, "big"),
         result.write_set_hash,
         sha256(result.result),
         sha256(events),
     )
+
+
+def _guard(outcome: Outcome) -> Outcome:
+    """Contract code never writes the lifecycle's records: only the node's lifecycle does."""
+    reserved = (lifecycle.RECORD_PREFIX, lifecycle.PROPOSAL_PREFIX)
+    if any(key.startswith(reserved) for key in outcome.writes):
+        return Outcome(TxCode.PERMISSION_DENIED, "contract records are written by governance only")
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,7 @@ class BlockExecutor:
         engine: ContractEngine,
         gas_limit: int = DEFAULT_GAS_LIMIT,
         query_engine: ContractEngine | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.ledger = ledger
         self.checker = checker
@@ -130,6 +142,21 @@ class BlockExecutor:
         # own engine (a sandbox engine is not thread-safe), one query at a time.
         self.query_engine = query_engine or engine
         self._query_lock = threading.Lock()
+        self.lifecycle = lifecycle
+
+    def activate(self, write: BlockWrite) -> list[str]:
+        """Load the contracts a committed block deployed or upgraded into the engines:
+        they take effect from the next block. Returns their names."""
+        names = []
+        for sw in write.state:
+            if sw.key.startswith(lifecycle.RECORD_PREFIX) and sw.value is not None:
+                module = lifecycle.module_from_record(sw.value)
+                self.engine.load(module)
+                if self.query_engine is not self.engine:
+                    with self._query_lock:
+                        self.query_engine.load(module)
+                names.append(module.name)
+        return names
 
     # -- new blocks ----------------------------------------------------------------------
 
@@ -215,7 +242,8 @@ class BlockExecutor:
         # Checks first, then every call that passed them in one engine batch: the sandbox
         # costs one pipe round per block, not per transaction.
         claimed: set[bytes] = set()
-        prepared = [self._prepare(raw, height, timestamp, claimed) for raw in txs]
+        governance: dict[bytes, bytes | None] = {}  # writes of lifecycle calls so far
+        prepared = [self._prepare(raw, height, timestamp, claimed, governance) for raw in txs]
         calls = [p.invocation for p in prepared if p.invocation is not None]
         outcomes = iter(self.engine.execute_batch(calls, BlockState(self.ledger)) if calls else [])
         results = ledger_pb2.BlockResults()
@@ -225,7 +253,7 @@ class BlockExecutor:
         locations: dict[bytes, TxLocation] = {}
         leaves: list[bytes] = []
         for index, item in enumerate(prepared):
-            outcome = item.outcome if item.outcome is not None else next(outcomes)
+            outcome = item.outcome if item.outcome is not None else _guard(next(outcomes))
             result = self._result(item, outcome, index, height)
             tx_ids.append(item.tx_id)
             codes.append(int(result.code))
@@ -252,7 +280,14 @@ class BlockExecutor:
             merkle_root(leaves) if leaves else EMPTY_ROOT,
         )
 
-    def _prepare(self, raw: bytes, height: int, timestamp: int, claimed: set[bytes]) -> _Prepared:
+    def _prepare(
+        self,
+        raw: bytes,
+        height: int,
+        timestamp: int,
+        claimed: set[bytes],
+        governance: dict[bytes, bytes | None],
+    ) -> _Prepared:
         """Every check that does not need the contract: a refusal here is the tx's outcome."""
         try:
             tx = parse(raw, self.checker.rules.max_tx_bytes)
@@ -282,6 +317,11 @@ class BlockExecutor:
             height=height,
             gas_limit=self.gas_limit,
         )
+        if self.lifecycle is not None and lifecycle.is_lifecycle(tx.contract, tx.function):
+            outcome = self.lifecycle.execute(invocation, BlockState(self.ledger), governance)
+            if outcome.code == TxCode.VALID:
+                governance.update(outcome.writes)
+            return _Prepared(tx.tx_id, tx.contract, outcome)
         return _Prepared(tx.tx_id, tx.contract, None, invocation)
 
     @staticmethod
@@ -292,6 +332,7 @@ class BlockExecutor:
             message=outcome.message,
             write_set_hash=write_set_hash(dict(outcome.writes) if valid else {}),
             result=outcome.result if valid else b"",
+            gas_used=outcome.gas_used,
         )
         if valid:
             for event in outcome.events:

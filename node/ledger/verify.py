@@ -92,6 +92,7 @@ def verify(store: KVStore, engine: ContractEngine) -> VerifyReport:
                 height, f"stored results of block {height} differ from re-execution", tip.height
             )
         memory.commit(write)
+        executor.activate(write)
     if tip.height != top or tip.hash != hashes[top]:
         return _fail(tip.height, "the savepoint (m/tip) does not name the last block", tip.height)
     problem = _compare_derived(store, memory)

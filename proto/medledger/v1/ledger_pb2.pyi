@@ -460,11 +460,14 @@ class TxResult(_message.Message):
     WRITE_SET_HASH_FIELD_NUMBER: _builtins.int
     EVENTS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    GAS_USED_FIELD_NUMBER: _builtins.int
     code: Global___TxCode.ValueType
     message: _builtins.str
     write_set_hash: _builtins.bytes
     result: _builtins.bytes
     """UTF-8 JSON returned by the contract function"""
+    gas_used: _builtins.int
+    """metered steps; every node must record the same"""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
     def __init__(
@@ -475,10 +478,11 @@ class TxResult(_message.Message):
         write_set_hash: _builtins.bytes = ...,
         events: _abc.Iterable[Global___Event] | None = ...,
         result: _builtins.bytes = ...,
+        gas_used: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "events", b"events", "message", b"message", "result", b"result", "write_set_hash", b"write_set_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "events", b"events", "gas_used", b"gas_used", "message", b"message", "result", b"result", "write_set_hash", b"write_set_hash"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -596,6 +600,7 @@ class ConsensusParams(_message.Message):
     HEARTBEAT_TICKS_FIELD_NUMBER: _builtins.int
     ELECTION_TICKS_FIELD_NUMBER: _builtins.int
     MAX_GAS_PER_TX_FIELD_NUMBER: _builtins.int
+    CONTRACT_APPROVAL_MAJORITY_FIELD_NUMBER: _builtins.int
     batch_timeout_ms: _builtins.int
     max_block_txs: _builtins.int
     max_block_bytes: _builtins.int
@@ -607,6 +612,8 @@ class ConsensusParams(_message.Message):
     election_ticks: _builtins.int
     max_gas_per_tx: _builtins.int
     """contract execution budget of one transaction"""
+    contract_approval_majority: _builtins.bool
+    """deployments also need a majority of institutions"""
     def __init__(
         self,
         *,
@@ -620,10 +627,11 @@ class ConsensusParams(_message.Message):
         heartbeat_ticks: _builtins.int = ...,
         election_ticks: _builtins.int = ...,
         max_gas_per_tx: _builtins.int = ...,
+        contract_approval_majority: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_timeout_ms", b"batch_timeout_ms", "election_tick_ms", b"election_tick_ms", "election_ticks", b"election_ticks", "heartbeat_ticks", b"heartbeat_ticks", "max_block_bytes", b"max_block_bytes", "max_block_txs", b"max_block_txs", "max_clock_skew_ms", b"max_clock_skew_ms", "max_gas_per_tx", b"max_gas_per_tx", "max_tx_bytes", b"max_tx_bytes", "max_tx_ttl_ms", b"max_tx_ttl_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_timeout_ms", b"batch_timeout_ms", "contract_approval_majority", b"contract_approval_majority", "election_tick_ms", b"election_tick_ms", "election_ticks", b"election_ticks", "heartbeat_ticks", b"heartbeat_ticks", "max_block_bytes", b"max_block_bytes", "max_block_txs", b"max_block_txs", "max_clock_skew_ms", b"max_clock_skew_ms", "max_gas_per_tx", b"max_gas_per_tx", "max_tx_bytes", b"max_tx_bytes", "max_tx_ttl_ms", b"max_tx_ttl_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
