@@ -10,15 +10,18 @@ one applying thread.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
+from medledger.v1 import ledger_pb2
 
 from node.codes import TxCode, TxStatus
 from node.execution.executor import BlockExecutor
 from node.genesis import Genesis
+from node.ledger.layout import RAFT_APPLIED
 from node.ledger.ledger import BlockWrite, Ledger
 from node.mempool.mempool import Mempool, PendingTx
 from node.tx import ParsedTx, Rejection, TxChecker, parse
@@ -136,14 +139,32 @@ class NodeCore:
                 future.set_result(outcome)
         return batch
 
-    def apply(self, batch: list[PendingTx], leader_time_ms: int, now_ms: int) -> BlockWrite:
-        """Derive, execute and durably commit the block for `batch` (worker thread)."""
-        write = self.executor.derive([tx.raw for tx in batch], leader_time_ms, self.name)
+    def requeue(self, batch: list[PendingTx]) -> None:
+        """Put a batch that may never commit back at the head of the mempool."""
+        with self.lock:
+            for tx in batch:
+                self._inflight.pop(tx.tx_id, None)
+                if self.ledger.tx_location(tx.tx_id) is None and tx.tx_id not in self.mempool:
+                    self.mempool.restore(tx)
+
+    def apply_entry(
+        self, batch: ledger_pb2.Batch, term: int, index: int, now_ms: int
+    ) -> BlockWrite:
+        """Derive, execute and durably commit the block of a committed Raft entry, with
+        the applied index in the same write batch (worker thread)."""
+        write = self.executor.derive(
+            list(batch.txs), batch.leader_time_ms, batch.proposer, term, index
+        )
+        write = dataclasses.replace(write, extra={RAFT_APPLIED: index.to_bytes(8, "big")})
         self.ledger.commit(write)
         for name in self.executor.activate(write):
             log.info("contract_activated", contract=name, height=write.height)
         self.committed(write, now_ms)
         return write
+
+    def record_applied(self, index: int) -> None:
+        """A NOOP or CONFIG entry makes no block; only the applied index moves."""
+        self.ledger.store.write({RAFT_APPLIED: index.to_bytes(8, "big")}, set(), sync=True)
 
     def committed(self, write: BlockWrite, now_ms: int) -> None:
         """Resolve waiters and wake block streams after `write` is on disk."""
@@ -154,6 +175,7 @@ class NodeCore:
                 write.tx_ids, write.codes, write.messages, strict=True
             ):
                 received = self._inflight.pop(tx_id, None)
+                self.mempool.remove(tx_id)  # ordered by another leader while pending here
                 if received is not None:
                     latencies.append(max(0, now_ms - received) / 1000)
                 futures = self._waiters.pop(tx_id, [])

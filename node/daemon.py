@@ -8,6 +8,8 @@ then close the ledger. Exit 0.
 
 from __future__ import annotations
 
+import os
+import random
 import signal
 import time
 from collections.abc import Callable
@@ -24,6 +26,8 @@ from node.api.gateway import Gateway
 from node.chain import build_executor, sandbox_engine
 from node.codes import TxCode
 from node.config import NodeConfig
+from node.consensus import Membership, RaftConfig, RawNode
+from node.consensus.leveldb_storage import LevelDBStorage
 from node.core import NodeCore
 from node.execution.executor import BlockExecutor
 from node.execution.sandbox import SandboxEngine, Zygote
@@ -38,6 +42,7 @@ from node.ops.admin import socket_path as admin_socket_path
 from node.ops.metrics import Metrics, serve_http
 from node.ops.systemd import Notifier
 from node.ordering.cutter import BlockCutter, CutterConfig
+from node.ordering.raft_orderer import RaftOrderer
 
 if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) installs trio-stubs, which mypy prefers to
@@ -118,63 +123,24 @@ def recover(ledger: Ledger, executor: BlockExecutor) -> None:
         log.info("block_replayed", height=height)
 
 
-class Orderer:
-    """Single-node ordering: cut batches from the mempool and apply them in order."""
-
-    def __init__(self, core: NodeCore, cutter: BlockCutter, metrics: Metrics) -> None:
-        self.core = core
-        self.cutter = cutter
-        self.metrics = metrics
-        self._wake = trio.Event()
-        # The run loop and the shutdown drain both cut; one block at a time.
-        self._cutting = trio.Lock()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _due(self, now: int) -> bool:
-        with self.core.lock:
-            mp = self.core.mempool
-            return self.cutter.should_cut(len(mp), mp.size_bytes, mp.oldest_received_ms(), now)
-
-    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            with self.core.lock:
-                deadline = self.cutter.next_deadline_ms(self.core.mempool.oldest_received_ms())
-            if deadline is None:
-                await self._wake.wait()
-            else:
-                with trio.move_on_after(max(0, deadline - now_ms()) / 1000):
-                    await self._wake.wait()
-            self._wake = trio.Event()
-            while self._due(now_ms()):
-                await self.cut_once()
-
-    async def cut_once(self) -> None:
-        async with self._cutting:
-            c = self.cutter.config
-            now = now_ms()
-            batch = self.core.take_batch(now, c.max_block_txs, c.max_block_bytes)
-            if not batch:
-                return
-            # Shielded: a block half-way through execution is finished, never abandoned.
-            started = time.monotonic()
-            with trio.CancelScope(shield=True):
-                write = await trio.to_thread.run_sync(self.core.apply, batch, now, now)
-            self.metrics.block_latency.observe(time.monotonic() - started)
-        log.info(
-            "block_committed", height=write.height, txs=len(batch), hash=write.block_hash.hex()[:16]
-        )
-
-    async def drain(self) -> None:
-        """Commit everything admitted before shutdown."""
-        while True:
-            with self.core.lock:
-                empty = len(self.core.mempool) == 0
-            if empty:
-                return
-            await self.cut_once()
+def open_raft(services: Services) -> tuple[RawNode, LevelDBStorage]:
+    """The node's Raft member, on the ledger's own LevelDB under `raft/`."""
+    genesis, ledger = services.genesis, services.ledger
+    db = services.store.prefixed(b"raft/")
+    if services.store.is_empty(b"raft/"):
+        voters = [n.name for n in genesis.config.nodes if n.consenter]
+        storage = LevelDBStorage.initialize(db, Membership.of(voters))
+    else:
+        storage = LevelDBStorage(db)
+    params = genesis.config.params
+    config = RaftConfig(
+        id=services.config.node.name,
+        election_tick=max(2, params.election_ticks),
+        heartbeat_tick=max(1, params.heartbeat_ticks),
+        applied=ledger.raft_applied(),
+    )
+    # Election timeouts are randomised; the seed only needs to differ between nodes.
+    return RawNode(config, storage, random.Random(os.urandom(16))), storage
 
 
 async def serve_api(
@@ -213,14 +179,17 @@ class Node:
         self.core = services.core
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        self.role = "leader"
         params = services.genesis.config.params
-        self.orderer = Orderer(
+        raft, storage = open_raft(services)
+        self.orderer = RaftOrderer(
             self.core,
             BlockCutter(
                 CutterConfig(params.batch_timeout_ms, params.max_block_txs, params.max_block_bytes)
             ),
             self.metrics,
+            raft,
+            storage,
+            tick_s=max(1, params.election_tick_ms) / 1000,
         )
         self.core.commit_listeners.append(self._observe_commit)
 
@@ -232,6 +201,10 @@ class Node:
         for latency in latencies:
             m.tx_latency.observe(latency)
         m.mempool_size.set(len(self.core.mempool))
+
+    @property
+    def role(self) -> str:
+        return self.orderer.role
 
     def status_line(self) -> str:
         return f"height {self.core.ledger.tip.height}, role {self.role}"
@@ -274,11 +247,17 @@ class Node:
         token = trio.lowlevel.current_trio_token()
         core.wake_orderer = lambda: token.run_sync_soon(self.orderer.wake)
         gateway = Gateway(
-            core, config.api.wait_timeout_ms, role=lambda: (self.role, core.name, 1, [])
+            core,
+            config.api.wait_timeout_ms,
+            role=lambda: (
+                self.orderer.role,
+                self.orderer.leader,
+                self.orderer.raft.status().term,
+                [],
+            ),
         )
         self.metrics.height.set(core.ledger.tip.height)
         self.metrics.set_role(self.role)
-        self.metrics.raft_term.set(1)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.orderer.run)

@@ -167,6 +167,14 @@ class LevelDBKV:
         except plyvel.Error as exc:
             raise _translate(exc, self.path) from exc
 
+    def prefixed(self, prefix: bytes) -> Any:
+        """A plyvel prefixed DB over this store (for the Raft log under `raft/`)."""
+        return self._db.prefixed_db(prefix)
+
+    def is_empty(self, prefix: bytes) -> bool:
+        with self._db.iterator(prefix=prefix, include_value=False) as it:
+            return next(it, None) is None
+
     def snapshot(self) -> Any:
         """A plyvel snapshot (context manager): a consistent read view for backups."""
         return self._db.snapshot()

@@ -73,6 +73,15 @@ class Mempool:
         self._bytes += size
         self._per_inst[tx.institution] = (count + 1, nbytes + size)
 
+    def restore(self, tx: PendingTx) -> None:
+        """Put back a transaction taken out for a batch that was not ordered, ahead of
+        newer ones and without the capacity checks (it was admitted already)."""
+        self._txs[tx.tx_id] = tx
+        self._txs.move_to_end(tx.tx_id, last=False)
+        self._bytes += len(tx.raw)
+        count, nbytes = self._per_inst.get(tx.institution, (0, 0))
+        self._per_inst[tx.institution] = (count + 1, nbytes + len(tx.raw))
+
     def remove(self, tx_id: bytes) -> PendingTx | None:
         tx = self._txs.pop(tx_id, None)
         if tx is not None:

@@ -4,6 +4,8 @@ Every refusal is an outcome with status INVALID and its own code, and writes not
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from medledger.v1 import ledger_pb2
 
@@ -13,11 +15,19 @@ from node.crypto import keys
 from node.execution.executor import BlockExecutor
 from node.genesis import Genesis
 from node.ledger.ledger import Ledger
-from node.mempool.mempool import Mempool, MempoolLimits
+from node.mempool.mempool import Mempool, MempoolLimits, PendingTx
 from node.sdk.client import Identity
 from node.tx import tx_id_of
 
 from .builders import TxFactory
+
+INDEX = itertools.count(1)
+
+
+def as_batch(batch: list[PendingTx], leader_time_ms: int) -> ledger_pb2.Batch:
+    return ledger_pb2.Batch(
+        txs=[tx.raw for tx in batch], leader_time_ms=leader_time_ms, proposer="hosp1"
+    )
 
 
 @pytest.fixture
@@ -57,7 +67,7 @@ def test_admitted_then_committed(
     batch = core.take_batch(t0 + 1, 10, 1 << 20)
     assert [p.raw for p in batch] == [raw]
     assert core.status_of(tx_id_of(raw)).status == TxStatus.PENDING  # in flight
-    write = core.apply(batch, t0 + 2, now_ms=t0 + 2)
+    write = core.apply_entry(as_batch(batch, t0 + 2), 1, next(INDEX), t0 + 2)
     assert write.height == 1 and ledger.tip.height == 1
     assert future is not None and future.done()
     result = future.result()
@@ -70,7 +80,7 @@ def test_admitted_then_committed(
 def test_a_failed_tx_is_invalid_in_its_block(core: NodeCore, make_tx: TxFactory, t0: int) -> None:
     raw = make_tx(function="delete", args={"key": "missing"})
     _, future = core.submit(raw, t0, wait=True)
-    core.apply(core.take_batch(t0, 10, 1 << 20), t0, now_ms=t0)
+    core.apply_entry(as_batch(core.take_batch(t0, 10, 1 << 20), t0), 1, next(INDEX), t0)
     assert future is not None
     result = future.result()
     assert (result.status, result.code) == (TxStatus.INVALID, TxCode.CONTRACT_ERROR)
@@ -95,7 +105,7 @@ def test_replays_are_duplicates_at_every_stage(
         TxCode.DUPLICATE_TXID,
         "transaction is already being ordered",
     )
-    core.apply(batch, t0, now_ms=t0)
+    core.apply_entry(as_batch(batch, t0), 1, next(INDEX), t0)
     for again in (raw, resigned.SerializeToString()):
         outcome, _ = core.submit(again, t0)
         assert (outcome.code, outcome.message) == (

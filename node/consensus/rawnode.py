@@ -1,0 +1,206 @@
+"""RawNode: the application's handle on one Raft core, and the Ready it hands out.
+
+The loop around it (a trio task in the node, a plain loop in the simulator) is:
+
+    node.tick()                       # every tick interval
+    node.step(message)                # for every message that arrives
+    node.propose([...]) / ...         # at the leader
+    if node.has_ready():
+        rd = node.ready()
+        storage.save(rd.hard_state, rd.entries, rd.snapshot, sync=rd.must_sync)  # 1. persist
+        send(rd.messages)                                                     # 2. send
+        restore(rd.snapshot); apply(rd.committed_entries)                     # 3. apply
+        node.advance(rd)
+
+Persisting before sending is what makes votes and acknowledgements mean something;
+applying may happen after sending because committed entries are durable on a quorum.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from node.consensus.config import Mutation, RaftConfig
+from node.consensus.entry import Entry, HardState, Snapshot, SnapshotMeta
+from node.consensus.errors import CompactedError
+from node.consensus.membership import ConfChange, Membership
+from node.consensus.messages import Message, ReadState
+from node.consensus.raft import Raft, Role
+from node.consensus.storage import Storage
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state worth reporting (status, metrics); never persisted."""
+
+    leader: str | None
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    soft_state: SoftState | None  # None: unchanged since the last Ready
+    hard_state: HardState | None  # None: unchanged; else save it
+    entries: tuple[Entry, ...]  # save these (they may overwrite stored ones)
+    snapshot: Snapshot | None  # save and restore this snapshot (from the leader)
+    committed_entries: tuple[Entry, ...]  # apply these in order, after the snapshot
+    messages: tuple[Message, ...]  # send these only after saving
+    read_states: tuple[ReadState, ...]  # linearizable reads that may proceed
+    must_sync: bool  # whether the save must be durable before sending
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    id: str
+    term: int
+    role: Role
+    leader: str | None
+    committed: int
+    applied: int
+    last_index: int
+    membership: Membership
+
+
+class RawNode:
+    def __init__(self, config: RaftConfig, storage: Storage, rng: random.Random) -> None:
+        """Create or restart a member from `storage`. A founding member's storage comes
+        from `MemoryStorage.bootstrap(...)` or `LevelDBStorage.initialize(...)`; a member
+        that joins later starts empty and learns everything from the leader. Pass the
+        application's durable applied index as `config.applied`."""
+        self.raft = Raft(config, storage, rng)
+        self._prev_hard = self.raft.hard_state()
+        self._prev_soft = SoftState(self.raft.lead, self.raft.role)
+        self._unsynced = Mutation.SEND_BEFORE_PERSIST in config.mutations
+
+    # ---- inputs ------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def step(self, message: Message) -> None:
+        """Feed a message from a peer. Messages for another node are ignored."""
+        if message.to == self.raft.id:
+            self.raft.step(message)
+
+    def campaign(self) -> None:
+        """Start an election now instead of waiting for the timeout."""
+        self.raft.campaign()
+
+    def propose(self, payloads: list[bytes]) -> int:
+        """Append NORMAL entries at the leader; returns the last one's index. Raises
+        NotLeader (with a hint) or ProposalDropped. Entries are sent at the next Ready,
+        so proposals between two Ready calls travel in one batch."""
+        return self.raft.propose(payloads)
+
+    def propose_conf_change(self, change: ConfChange) -> int:
+        """Append a configuration entry at the leader; returns its index. Raises
+        NotLeader, ProposalDropped or ConfChangeRefused."""
+        return self.raft.propose_conf_change(change)
+
+    def transfer_leader(self, target: str) -> None:
+        self.raft.transfer_leader(target)
+
+    def read_index(self, context: bytes) -> None:
+        """Request a linearizable read; see Raft.read_index. Raises NotLeader when no
+        leader is known."""
+        self.raft.read_index(context)
+
+    def report_unreachable(self, node: str) -> None:
+        """The transport failed to deliver to `node`: stop pipelining to it."""
+        self.raft.report_unreachable(node)
+
+    def report_snapshot(self, node: str, ok: bool) -> None:
+        """The transport finished (ok) or gave up (not ok) sending a snapshot."""
+        self.raft.report_snapshot(node, ok)
+
+    # ---- outputs -----------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        r = self.raft
+        log = r.log
+        return bool(
+            r.msgs
+            or r.pending_bcast
+            or log.unstable
+            or log.unstable_snapshot is not None
+            or r.read_states
+            or log.has_next_committed()
+            or r.term != self._prev_hard.term
+            or r.vote != self._prev_hard.vote
+            or log.committed != self._prev_hard.commit
+            or r.lead != self._prev_soft.leader
+            or r.role is not self._prev_soft.role
+        )
+
+    def ready(self) -> Ready:
+        r = self.raft
+        r.flush()
+        log = r.log
+        hard = r.hard_state()
+        hard_changed = hard != self._prev_hard
+        soft = SoftState(r.lead, r.role)
+        entries = tuple(log.unstable)
+        # Only term, vote and entries need an fsync: a lost commit index is learned again.
+        must_sync = (
+            bool(entries)
+            or log.unstable_snapshot is not None
+            or (hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote)
+        )
+        rd = Ready(
+            soft_state=soft if soft != self._prev_soft else None,
+            hard_state=hard if hard_changed else None,
+            entries=entries,
+            snapshot=log.unstable_snapshot,
+            committed_entries=tuple(log.next_committed(r.cfg.max_committed_bytes_per_ready)),
+            messages=tuple(r.msgs),
+            read_states=tuple(r.read_states),
+            must_sync=must_sync and not self._unsynced,
+        )
+        r.msgs = []
+        r.read_states = []
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The application saved, sent and applied everything in `rd`."""
+        log = self.raft.log
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        if rd.soft_state is not None:
+            self._prev_soft = rd.soft_state
+        if rd.entries:
+            last = rd.entries[-1]
+            log.stable_to(last.index, last.term)
+        if rd.snapshot is not None:
+            log.stable_snapshot_to(rd.snapshot.index)
+            log.applied_to(rd.snapshot.index)
+        if rd.committed_entries:
+            log.applied_to(rd.committed_entries[-1].index)
+
+    # ---- snapshots and status ----------------------------------------------------------
+
+    def make_snapshot(self, index: int, data: bytes) -> Snapshot:
+        """A snapshot of the state machine at applied `index`, with the membership and
+        term Raft knows for it; the application then calls `storage.compact(snap)`."""
+        r = self.raft
+        if index > r.log.applied:
+            raise ValueError(f"snapshot index {index} is beyond applied {r.log.applied}")
+        term = r.log.term(index)
+        if term is None:
+            raise CompactedError(f"index {index} is already compacted")
+        membership = r.configs.at(index)
+        r.configs.compact_to(index)
+        return Snapshot(SnapshotMeta(index, term, membership), data)
+
+    def status(self) -> Status:
+        r = self.raft
+        return Status(
+            id=r.id,
+            term=r.term,
+            role=r.role,
+            leader=r.lead,
+            committed=r.log.committed,
+            applied=r.log.applied,
+            last_index=r.log.last_index(),
+            membership=r.membership,
+        )

@@ -1,0 +1,247 @@
+"""Ordering through Raft (DESIGN §3.1 steps 3-4, §4): the trio shell around the pure core.
+
+The leader cuts batches from the mempool and proposes each as one Raft entry
+`Batch{txs, leader_time, proposer}`; it may propose the next before the previous is
+applied (pipelining, bounded by `max_inflight_batches`). Every member applies committed
+entries in order and derives the block when it applies a NORMAL entry; NOOP and CONFIG
+entries make no block. The applied index is written in the block's own batch, so after a
+crash committed-but-unapplied entries are applied again, never twice.
+
+One loop owns the RawNode's Ready cycle: persist (synced when Raft says so), then send,
+then apply, then advance (STYLE 1).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+import trio
+from medledger.v1 import ledger_pb2
+
+from node.consensus import (
+    Entry,
+    EntryKind,
+    Message,
+    NotLeader,
+    ProposalDropped,
+    RawNode,
+    Ready,
+    Role,
+)
+from node.consensus.leveldb_storage import LevelDBStorage
+from node.core import NodeCore
+from node.mempool.mempool import PendingTx
+from node.ops.metrics import Metrics
+from node.ordering.cutter import BlockCutter
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = structlog.get_logger("medledger.raft")
+
+# Compact the Raft log once this many entries are applied beyond the last snapshot: the
+# ledger itself is the state machine, so a snapshot carries no data of its own.
+COMPACT_EVERY = 1000
+
+ROLE_NAMES = {
+    Role.LEADER: "leader",
+    Role.FOLLOWER: "follower",
+    Role.CANDIDATE: "candidate",
+    Role.PRE_CANDIDATE: "candidate",
+}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RaftOrderer:
+    def __init__(
+        self,
+        core: NodeCore,
+        cutter: BlockCutter,
+        metrics: Metrics,
+        raft: RawNode,
+        storage: LevelDBStorage,
+        tick_s: float,
+        send: Callable[[Message], None] = lambda message: None,
+        max_inflight_batches: int = 4,
+    ) -> None:
+        self.core = core
+        self.cutter = cutter
+        self.metrics = metrics
+        self.raft = raft
+        self.storage = storage
+        self.tick_s = tick_s
+        self.send = send
+        self.max_inflight_batches = max_inflight_batches
+        self.role = "follower"
+        self.leader = ""
+        self._proposed: dict[int, list[PendingTx]] = {}  # Raft index -> its batch (leader)
+        self._wake = trio.Event()
+        self._ready_wake = trio.Event()
+        self._applied_wake = trio.Event()
+        self._cutting = trio.Lock()
+        self._snapshot_index = storage.snapshot().meta.index
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New transactions in the mempool (called on the trio thread)."""
+        self._wake.set()
+
+    def step(self, message: Message) -> None:
+        """A Raft message from a peer (called on the trio thread by the transport)."""
+        self.raft.step(message)
+        self._ready_wake.set()
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ticker)
+            nursery.start_soon(self._ready_loop)
+            nursery.start_soon(self._proposer)
+            if len(self.raft.status().membership.voters) == 1:
+                # A group of one need not wait out an election timeout.
+                self.raft.campaign()
+                self._ready_wake.set()
+            task_status.started()
+
+    async def _ticker(self) -> None:
+        while True:
+            await trio.sleep(self.tick_s)
+            self.raft.tick()
+            self._ready_wake.set()
+
+    async def _ready_loop(self) -> None:
+        while True:
+            await self._ready_wake.wait()
+            self._ready_wake = trio.Event()
+            while self.raft.has_ready():
+                await self._handle(self.raft.ready())
+
+    async def _handle(self, rd: Ready) -> None:
+        # Shielded: a Ready is persisted, sent, applied and advanced as one step.
+        with trio.CancelScope(shield=True):
+            if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+                await trio.to_thread.run_sync(
+                    self.storage.save,
+                    rd.hard_state,
+                    list(rd.entries),
+                    rd.snapshot,
+                    rd.must_sync,
+                )
+            for message in rd.messages:
+                self.send(message)
+            if rd.soft_state is not None:
+                self._role_changed(
+                    ROLE_NAMES.get(rd.soft_state.role, "follower"), rd.soft_state.leader or ""
+                )
+            for entry in rd.committed_entries:
+                await self._apply(entry)
+            self.raft.advance(rd)
+            status = self.raft.status()
+            self.metrics.raft_term.set(status.term)
+            self.metrics.raft_commit_index.set(status.committed)
+            await self._maybe_compact(status.applied)
+        if rd.committed_entries:
+            self._applied_wake.set()
+            self._applied_wake = trio.Event()
+
+    def _role_changed(self, role: str, leader: str) -> None:
+        if role != self.role or leader != self.leader:
+            log.info("raft_role", role=role, leader=leader, term=self.raft.status().term)
+        was_leader = self.role == "leader"
+        self.role, self.leader = role, leader
+        self.metrics.set_role(role)
+        if was_leader and role != "leader" and self._proposed:
+            # Entries we proposed may never commit: their transactions go back to the
+            # mempool (if one commits after all, execution marks the copy a duplicate).
+            batches = list(self._proposed.values())
+            self._proposed.clear()
+            for batch in batches:
+                self.core.requeue(batch)
+            self.wake()
+
+    async def _apply(self, entry: Entry) -> None:
+        if entry.kind == EntryKind.NORMAL:
+            batch = ledger_pb2.Batch.FromString(entry.data)
+            started = time.monotonic()
+            write = await trio.to_thread.run_sync(
+                self.core.apply_entry, batch, entry.term, entry.index, now_ms()
+            )
+            self.metrics.block_latency.observe(time.monotonic() - started)
+            self._proposed.pop(entry.index, None)
+            log.info(
+                "block_committed",
+                height=write.height,
+                txs=len(batch.txs),
+                hash=write.block_hash.hex()[:16],
+                raft_index=entry.index,
+            )
+        else:
+            await trio.to_thread.run_sync(self.core.record_applied, entry.index)
+
+    async def _maybe_compact(self, applied: int) -> None:
+        if applied - self._snapshot_index < COMPACT_EVERY:
+            return
+        snapshot = self.raft.make_snapshot(applied, b"")
+        await trio.to_thread.run_sync(self.storage.compact, snapshot)
+        self._snapshot_index = applied
+
+    async def _proposer(self) -> None:
+        while True:
+            with self.core.lock:
+                deadline = self.cutter.next_deadline_ms(self.core.mempool.oldest_received_ms())
+            if deadline is None:
+                await self._wake.wait()
+            else:
+                with trio.move_on_after(max(0, deadline - now_ms()) / 1000):
+                    await self._wake.wait()
+            self._wake = trio.Event()
+            while self.role == "leader" and self._due(now_ms()):
+                if len(self._proposed) >= self.max_inflight_batches:
+                    await self._applied_wake.wait()
+                    continue
+                self._propose_once()
+
+    def _due(self, now: int) -> bool:
+        with self.core.lock:
+            mp = self.core.mempool
+            return self.cutter.should_cut(len(mp), mp.size_bytes, mp.oldest_received_ms(), now)
+
+    def _propose_once(self) -> bool:
+        c = self.cutter.config
+        now = now_ms()
+        batch = self.core.take_batch(now, c.max_block_txs, c.max_block_bytes)
+        if not batch:
+            return False
+        data = ledger_pb2.Batch(
+            txs=[tx.raw for tx in batch], leader_time_ms=now, proposer=self.core.name
+        ).SerializeToString()
+        try:
+            index = self.raft.propose([data])
+        except (NotLeader, ProposalDropped) as exc:
+            self.core.requeue(batch)
+            log.info("proposal_refused", reason=str(exc))
+            return False
+        self._proposed[index] = batch
+        self._ready_wake.set()
+        return True
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """At shutdown: propose what is admitted and wait until our proposals applied."""
+        with trio.move_on_after(timeout_s):
+            while self.role == "leader":
+                with self.core.lock:
+                    pending = len(self.core.mempool)
+                if pending and len(self._proposed) < self.max_inflight_batches:
+                    self._propose_once()
+                    continue
+                if not pending and not self._proposed:
+                    return
+                await self._applied_wake.wait()
