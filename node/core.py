@@ -115,6 +115,30 @@ class NodeCore:
             self.wake_orderer()
         return TxOutcome(tx.tx_id, TxStatus.PENDING, TxCode.VALID), future
 
+    def pending(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """(tx id, bytes) of up to `limit` of the oldest pending transactions, left in the
+        mempool (for forwarding to the leader)."""
+        with self.lock:
+            return self.mempool.peek(limit)
+
+    def expire(self, now_ms: int) -> None:
+        """Drop pending transactions that expired, answering their waiters."""
+        with self.lock:
+            expired = self.mempool.drop_expired(now_ms)
+            dropped = [(tx.tx_id, self._waiters.pop(tx.tx_id, [])) for tx in expired]
+        for tx_id, futures in dropped:
+            outcome = TxOutcome(tx_id, TxStatus.INVALID, TxCode.EXPIRED, "expired while pending")
+            for future in futures:
+                future.set_result(outcome)
+
+    def drop(self, tx_id: bytes, code: TxCode, message: str) -> None:
+        """A pending transaction that can never commit: remove it, answer its waiters."""
+        with self.lock:
+            self.mempool.remove(tx_id)
+            futures = self._waiters.pop(tx_id, [])
+        for future in futures:
+            future.set_result(TxOutcome(tx_id, TxStatus.INVALID, code, message))
+
     def status_of(self, tx_id: bytes) -> TxOutcome:
         location = self.ledger.tx_location(tx_id)
         if location is not None:
@@ -160,6 +184,23 @@ class NodeCore:
         for name in self.executor.activate(write):
             log.info("contract_activated", contract=name, height=write.height)
         self.committed(write, now_ms)
+        return write
+
+    def apply_synced(
+        self, block_bytes: bytes, cert: ledger_pb2.CommitCertificate, now_ms: int
+    ) -> BlockWrite:
+        """Re-execute and commit a certified block pulled from a peer (worker thread).
+        Raises Divergence when the re-execution differs from the block's header."""
+        write = self.executor.replay(block_bytes)
+        index = int(write.header.raft_index)
+        if index:
+            write = dataclasses.replace(write, extra={RAFT_APPLIED: index.to_bytes(8, "big")})
+        self.ledger.commit(write)
+        self.ledger.put_certificate(write.height, cert)
+        for name in self.executor.activate(write):
+            log.info("contract_activated", contract=name, height=write.height)
+        self.committed(write, now_ms)
+        log.info("block_synced", height=write.height, hash=write.block_hash.hex()[:16])
         return write
 
     def record_applied(self, index: int) -> None:

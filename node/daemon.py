@@ -9,7 +9,6 @@ then close the ledger. Exit 0.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import time
 from collections.abc import Callable
@@ -26,9 +25,8 @@ from node.api.gateway import Gateway
 from node.chain import build_executor, sandbox_engine
 from node.codes import TxCode
 from node.config import NodeConfig
-from node.consensus import Membership, RaftConfig, RawNode
-from node.consensus.leveldb_storage import LevelDBStorage
 from node.core import NodeCore
+from node.crypto import keys
 from node.execution.executor import BlockExecutor
 from node.execution.sandbox import SandboxEngine, Zygote
 from node.genesis import Genesis
@@ -36,13 +34,13 @@ from node.genesis import load as load_genesis
 from node.ledger.kvstore import LevelDBKV
 from node.ledger.ledger import BlockWrite, Ledger, LedgerError
 from node.mempool.mempool import Mempool, MempoolLimits
+from node.net import MemoryNetwork, PeerNetwork
 from node.ops import backup as backup_mod
 from node.ops.admin import serve_admin
 from node.ops.admin import socket_path as admin_socket_path
 from node.ops.metrics import Metrics, serve_http
 from node.ops.systemd import Notifier
-from node.ordering.cutter import BlockCutter, CutterConfig
-from node.ordering.raft_orderer import RaftOrderer
+from node.replication.roles import Consenter, Observer
 
 if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) installs trio-stubs, which mypy prefers to
@@ -80,13 +78,6 @@ def open_node(config: NodeConfig, zygote: Zygote) -> Services:
     `zygote` is the contract sandbox's parent process, started before any thread."""
     genesis = load_genesis(config.resolve(config.node.genesis))
     genesis.node(config.node.name)  # must be a genesis node
-    consenters = [n for n in genesis.config.nodes if n.consenter]
-    if len(consenters) != 1:
-        raise StartupError(
-            f"this genesis block names {len(consenters)} consenters; this version of "
-            "medledger orders with a single consenter (multi-node Raft ordering is not "
-            "built yet)"
-        )
     data_dir = config.resolve(config.node.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = LevelDBKV(data_dir / "ledger")
@@ -123,26 +114,6 @@ def recover(ledger: Ledger, executor: BlockExecutor) -> None:
         log.info("block_replayed", height=height)
 
 
-def open_raft(services: Services) -> tuple[RawNode, LevelDBStorage]:
-    """The node's Raft member, on the ledger's own LevelDB under `raft/`."""
-    genesis, ledger = services.genesis, services.ledger
-    db = services.store.prefixed(b"raft/")
-    if services.store.is_empty(b"raft/"):
-        voters = [n.name for n in genesis.config.nodes if n.consenter]
-        storage = LevelDBStorage.initialize(db, Membership.of(voters))
-    else:
-        storage = LevelDBStorage(db)
-    params = genesis.config.params
-    config = RaftConfig(
-        id=services.config.node.name,
-        election_tick=max(2, params.election_ticks),
-        heartbeat_tick=max(1, params.heartbeat_ticks),
-        applied=ledger.raft_applied(),
-    )
-    # Election timeouts are randomised; the seed only needs to differ between nodes.
-    return RawNode(config, storage, random.Random(os.urandom(16))), storage
-
-
 async def serve_api(
     gateway: Gateway,
     services: Services,
@@ -174,24 +145,55 @@ async def watchdog(notifier: Notifier, status: Callable[[], str]) -> None:
 class Node:
     """The running node: its services under one root nursery."""
 
-    def __init__(self, services: Services, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        network: PeerNetwork,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.services = services
         self.core = services.core
+        self.network = network
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
-        params = services.genesis.config.params
-        raft, storage = open_raft(services)
-        self.orderer = RaftOrderer(
-            self.core,
-            BlockCutter(
-                CutterConfig(params.batch_timeout_ms, params.max_block_txs, params.max_block_bytes)
-            ),
-            self.metrics,
-            raft,
-            storage,
-            tick_s=max(1, params.election_tick_ms) / 1000,
-        )
+        self.halted: Exception | None = None
+        self._root: trio.CancelScope | None = None
+        self._stop = trio.Event()
+        genesis, config = services.genesis, services.config
+        self.replication: Consenter | Observer
+        if genesis.node(self.core.name).consenter:
+            self.replication = Consenter(
+                self.core,
+                genesis,
+                services.store,
+                network,
+                self.metrics,
+                keys.load_private(config.resolve(config.node.key)),
+                self.halt,
+                os.urandom(16),
+            )
+        else:
+            self.replication = Observer(self.core, genesis, network)
         self.core.commit_listeners.append(self._observe_commit)
+
+    def stop(self) -> None:
+        """Stop as on SIGTERM (trio thread)."""
+        self._stop.set()
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("node_stopping", signal=signal.Signals(signum).name)
+                self._stop.set()
+                return
+
+    def halt(self, reason: Exception) -> None:
+        """Stop serving at once: this node's state can no longer be trusted."""
+        log.error("node_halted", reason=str(reason), kind=type(reason).__name__, alert=True)
+        self.halted = reason
+        self.core.close()
+        if self._root is not None:
+            self._root.cancel()
 
     def _observe_commit(self, write: BlockWrite, latencies: list[float]) -> None:
         m = self.metrics
@@ -204,7 +206,7 @@ class Node:
 
     @property
     def role(self) -> str:
-        return self.orderer.role
+        return self.replication.role
 
     def status_line(self) -> str:
         return f"height {self.core.ledger.tip.height}, role {self.role}"
@@ -241,51 +243,55 @@ class Node:
             return {"ok": True, **manifest}
         return {"ok": False, "error": f"unknown op {op!r}; ops: status, log_level, backup"}
 
-    async def run(self, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+        handle_signals: bool = True,
+    ) -> None:
         services, core = self.services, self.core
         config = services.config
         token = trio.lowlevel.current_trio_token()
-        core.wake_orderer = lambda: token.run_sync_soon(self.orderer.wake)
+        core.wake_orderer = lambda: token.run_sync_soon(self.replication.wake)
         gateway = Gateway(
             core,
             config.api.wait_timeout_ms,
             role=lambda: (
-                self.orderer.role,
-                self.orderer.leader,
-                self.orderer.raft.status().term,
-                [],
+                self.replication.role,
+                self.replication.leader,
+                self.replication.term,
+                sorted(self.network.peers()),
             ),
         )
         self.metrics.height.set(core.ledger.tip.height)
         self.metrics.set_role(self.role)
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.orderer.run)
-                port = await nursery.start(serve_api, gateway, services)
-                if config.metrics.listen:
-                    await nursery.start(
-                        serve_http, config.metrics.listen, self.metrics, self.healthy
-                    )
-                data_dir = config.resolve(config.node.data_dir)
-                await nursery.start(serve_admin, admin_socket_path(data_dir), self.admin)
-                log.info(
-                    "node_started",
-                    api=config.api.listen,
-                    port=port,
-                    height=core.ledger.tip.height,
-                    chain_id=services.genesis.chain_id.hex()[:16],
-                )
-                self.notifier.ready(self.status_line())
-                nursery.start_soon(watchdog, self.notifier, self.status_line)
-                task_status.started(port)
-                async for signum in signals:
-                    log.info("node_stopping", signal=signal.Signals(signum).name)
-                    break
-                self.notifier.stopping()
-                core.close()
-                with trio.CancelScope(shield=True):
-                    await self.orderer.drain()
-                nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            self._root = nursery.cancel_scope
+            if handle_signals:
+                nursery.start_soon(self._signals)
+            await nursery.start(self.replication.run)
+            port = await nursery.start(serve_api, gateway, services)
+            if config.metrics.listen:
+                await nursery.start(serve_http, config.metrics.listen, self.metrics, self.healthy)
+            data_dir = config.resolve(config.node.data_dir)
+            await nursery.start(serve_admin, admin_socket_path(data_dir), self.admin)
+            log.info(
+                "node_started",
+                api=config.api.listen,
+                port=port,
+                height=core.ledger.tip.height,
+                chain_id=services.genesis.chain_id.hex()[:16],
+            )
+            self.notifier.ready(self.status_line())
+            nursery.start_soon(watchdog, self.notifier, self.status_line)
+            task_status.started(port)
+            await self._stop.wait()
+            self.notifier.stopping()
+            core.close()
+            with trio.CancelScope(shield=True):
+                await self.replication.drain()
+            nursery.cancel_scope.cancel()
+        if self.halted is not None:
+            raise self.halted
         log.info("node_stopped", height=core.ledger.tip.height)
 
 
@@ -293,7 +299,17 @@ async def serve(
     services: Services,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await Node(services).run(task_status=task_status)
+    genesis, name = services.genesis, services.config.node.name
+    consenters = [n.name for n in genesis.config.nodes if n.consenter]
+    if consenters == [name]:
+        # The only consenter orders alone: an in-process network with no peers.
+        network: PeerNetwork = MemoryNetwork().endpoint(name)
+    else:
+        raise StartupError(
+            f"node {name} needs peers ({len(consenters)} consenters in the genesis block), "
+            "but networking between nodes (libp2p) is not wired into the daemon yet"
+        )
+    await Node(services, network).run(task_status=task_status)
 
 
 def run(config: NodeConfig, zygote: Zygote) -> None:

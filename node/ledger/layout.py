@@ -9,6 +9,7 @@
     t/<tx_id:32>               height(8) | index(4) | code(2) (derived; first occurrence)
     s/<key>                    height(8) | index(4) | value (world state; derived)
     y/<len:4><key><height:8><index:4>   0x01 | value, or 0x00 for a delete (history; derived)
+    c/<height:8>               CommitCertificate bytes (a quorum of consenter signatures)
 
 All integers are big-endian so byte order is numeric order.
 """
@@ -27,6 +28,7 @@ HASH = b"h/"
 TXINDEX = b"t/"
 STATE = b"s/"
 HISTORY = b"y/"
+CERTIFICATE = b"c/"
 
 _TIP = struct.Struct(">Q32s32sq")
 TIP_SIZE = _TIP.size

@@ -175,6 +175,26 @@ class Ledger:
             out.append((version.height, version.index, stored))
         return out
 
+    def certificate(self, height: int) -> ledger_pb2.CommitCertificate | None:
+        data = self.store.get(layout.height_key(layout.CERTIFICATE, height))
+        return None if data is None else ledger_pb2.CommitCertificate.FromString(data)
+
+    def put_certificate(self, height: int, cert: ledger_pb2.CommitCertificate) -> None:
+        """Certificates arrive after their block; they are evidence, not derived state."""
+        self.store.write(
+            {layout.height_key(layout.CERTIFICATE, height): cert.SerializeToString()},
+            set(),
+            sync=False,
+        )
+
+    def block_with_certificate(self, height: int) -> ledger_pb2.Block | None:
+        block = self.block(height)
+        if block is not None:
+            cert = self.certificate(height)
+            if cert is not None:
+                block.certificate.CopyFrom(cert)
+        return block
+
     def raft_applied(self) -> int:
         data = self.store.get(layout.RAFT_APPLIED)
         return 0 if data is None else int.from_bytes(data, "big")

@@ -114,6 +114,21 @@ class Mempool:
             self.remove(tx_id)
         return batch, expired
 
+    def peek(self, limit: int) -> list[tuple[bytes, bytes]]:
+        """The oldest `limit` pending transactions as (tx id, bytes), left in place."""
+        out: list[tuple[bytes, bytes]] = []
+        for tx in self._txs.values():
+            if len(out) >= limit:
+                break
+            out.append((tx.tx_id, tx.raw))
+        return out
+
+    def drop_expired(self, now_ms: int) -> list[PendingTx]:
+        expired = [tx for tx in self._txs.values() if tx.expires_at_ms <= now_ms]
+        for tx in expired:
+            self.remove(tx.tx_id)
+        return expired
+
     def oldest_received_ms(self) -> int | None:
         for tx in self._txs.values():
             return tx.received_ms

@@ -14,7 +14,7 @@ then apply, then advance (STYLE 1).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -45,6 +45,7 @@ log = structlog.get_logger("medledger.raft")
 # Compact the Raft log once this many entries are applied beyond the last snapshot: the
 # ledger itself is the state machine, so a snapshot carries no data of its own.
 COMPACT_EVERY = 1000
+COMPACT_KEEP = 2000
 
 ROLE_NAMES = {
     Role.LEADER: "leader",
@@ -67,7 +68,7 @@ class RaftOrderer:
         raft: RawNode,
         storage: LevelDBStorage,
         tick_s: float,
-        send: Callable[[Message], None] = lambda message: None,
+        send: Callable[[Sequence[Message]], None] = lambda messages: None,
         max_inflight_batches: int = 4,
     ) -> None:
         self.core = core
@@ -86,6 +87,9 @@ class RaftOrderer:
         self._applied_wake = trio.Event()
         self._cutting = trio.Lock()
         self._snapshot_index = storage.snapshot().meta.index
+        # Catches the ledger up (by block sync) to a snapshot the leader sent instead of
+        # log entries it had compacted away.
+        self.on_snapshot: Callable[[int], Awaitable[None]] | None = None
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -135,8 +139,10 @@ class RaftOrderer:
                     rd.snapshot,
                     rd.must_sync,
                 )
-            for message in rd.messages:
-                self.send(message)
+            if rd.messages:
+                self.send(rd.messages)
+            if rd.snapshot is not None and self.on_snapshot is not None:
+                await self.on_snapshot(rd.snapshot.index)
             if rd.soft_state is not None:
                 self._role_changed(
                     ROLE_NAMES.get(rd.soft_state.role, "follower"), rd.soft_state.leader or ""
@@ -187,11 +193,14 @@ class RaftOrderer:
             await trio.to_thread.run_sync(self.core.record_applied, entry.index)
 
     async def _maybe_compact(self, applied: int) -> None:
-        if applied - self._snapshot_index < COMPACT_EVERY:
+        # Keep the newest COMPACT_KEEP entries: a follower a little behind gets entries,
+        # not a snapshot (which means a block sync).
+        index = applied - COMPACT_KEEP
+        if index - self._snapshot_index < COMPACT_EVERY:
             return
-        snapshot = self.raft.make_snapshot(applied, b"")
+        snapshot = self.raft.make_snapshot(index, b"")
         await trio.to_thread.run_sync(self.storage.compact, snapshot)
-        self._snapshot_index = applied
+        self._snapshot_index = index
 
     async def _proposer(self) -> None:
         while True:

@@ -190,6 +190,32 @@ class TxForward(_message.Message):
 Global___TxForward: _TypeAlias = TxForward  # noqa: Y015
 
 @_typing.final
+class TxForwardReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODES_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    leader: _builtins.str
+    """when the receiver is not the leader: who is"""
+    @_builtins.property
+    def codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """TxCode per forwarded tx (VALID: admitted or pending)"""
+
+    def __init__(
+        self,
+        *,
+        codes: _abc.Iterable[_builtins.int] | None = ...,
+        leader: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["codes", b"codes", "leader", b"leader"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TxForwardReply: _TypeAlias = TxForwardReply  # noqa: Y015
+
+@_typing.final
 class CommitVote(_message.Message):
     """The commit certificate vote each consenter sends after deriving a block."""
 
@@ -250,7 +276,11 @@ class SyncResponse(_message.Message):
 
     BLOCKS_FIELD_NUMBER: _builtins.int
     TIP_HEIGHT_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
     tip_height: _builtins.int
+    """the serving node's height"""
+    leader: _builtins.str
+    """the Raft leader as the serving node knows it"""
     @_builtins.property
     def blocks(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Block]:
         """with their certificates"""
@@ -260,10 +290,11 @@ class SyncResponse(_message.Message):
         *,
         blocks: _abc.Iterable[_ledger_pb2.Block] | None = ...,
         tip_height: _builtins.int = ...,
+        leader: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "tip_height", b"tip_height"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "leader", b"leader", "tip_height", b"tip_height"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

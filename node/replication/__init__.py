@@ -1,0 +1,1 @@
+"""How transactions, Raft messages, votes and blocks move between nodes."""
