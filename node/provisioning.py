@@ -88,6 +88,16 @@ def _write_identity(
     return _der(cert)
 
 
+def libp2p_peer_id(public_key: ed25519.Ed25519PublicKey) -> str:
+    """The libp2p peer id (base58) of a node's Ed25519 p2p key: the identity multihash of
+    the protobuf-encoded public key, as libp2p computes it."""
+    from libp2p.crypto.ed25519 import Ed25519PublicKey
+    from libp2p.peer.id import ID
+
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return str(ID.from_pubkey(Ed25519PublicKey.from_bytes(raw)).to_base58())
+
+
 def init_consortium(plan: Plan) -> Path:
     if plan.hospitals < 1 or not 1 <= plan.consenters <= plan.hospitals:
         raise ProvisionError("need --hospitals >= 1 and 1 <= --consenters <= --hospitals")
@@ -143,12 +153,14 @@ def init_consortium(plan: Plan) -> Path:
         (folder / "node.cert.pem").write_bytes(_pem(cert))
         p2p_key = ed25519.Ed25519PrivateKey.generate()
         keys.write_private(folder / "p2p.key", keys.private_pem(p2p_key))
+        peer_id = libp2p_peer_id(p2p_key.public_key())
         nodes.append(
             ledger_pb2.NodeInfo(
                 name=name,
                 institution=inst,
                 certificate=_der(cert),
-                p2p_address=f"/ip4/{plan.host}/tcp/{api_port + 1}",
+                peer_id=peer_id,
+                p2p_address=f"/ip4/{plan.host}/tcp/{api_port + 1}/p2p/{peer_id}",
                 api_address=f"{plan.host}:{api_port}",
                 consenter=i < plan.consenters,
             )
@@ -187,6 +199,7 @@ def init_consortium(plan: Plan) -> Path:
     for info in nodes:
         folder = out / "nodes" / info.name
         others = [n.p2p_address for n in nodes if n.name != info.name]
+        listen = info.p2p_address.split("/p2p/")[0]
         doc = {
             "node": {
                 "name": info.name,
@@ -197,7 +210,7 @@ def init_consortium(plan: Plan) -> Path:
                 "certificate": "node.cert.pem",
             },
             "api": {"listen": info.api_address},
-            "p2p": {"listen": info.p2p_address, "key": "p2p.key", "bootstrap": others},
+            "p2p": {"listen": listen, "key": "p2p.key", "bootstrap": others},
             "log": {"level": "info", "format": "auto"},
             "metrics": {"listen": f"{plan.host}:{int(info.api_address.rsplit(':', 1)[1]) + 2}"},
         }

@@ -239,5 +239,7 @@ def test_generated_node_config_loads(consortium: Path) -> None:
     assert cfg.resolve(cfg.node.key) == (path.parent / "node.key.pem").resolve()
     assert cfg.api.listen == "127.0.0.1:7060"
     assert cfg.p2p.listen == "/ip4/127.0.0.1/tcp/7061"
-    assert cfg.p2p.bootstrap == ["/ip4/127.0.0.1/tcp/7051"]
+    # Other nodes' addresses carry their peer ids, so a dial is authenticated.
+    assert [a.split("/p2p/")[0] for a in cfg.p2p.bootstrap] == ["/ip4/127.0.0.1/tcp/7051"]
+    assert cfg.p2p.bootstrap[0].split("/p2p/")[1].startswith("12D3KooW")
     assert cfg.metrics.listen == "127.0.0.1:7062"

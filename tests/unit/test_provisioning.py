@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from medledger.v1 import ledger_pb2
@@ -18,7 +19,7 @@ from node.crypto.certs import IdentityVerifier
 from node.crypto.hashing import sha256
 from node.execution.sandbox import ENGINE_VERSION
 from node.genesis import Genesis, GenesisError
-from node.provisioning import Plan, ProvisionError, init_consortium
+from node.provisioning import Plan, ProvisionError, init_consortium, libp2p_peer_id
 
 PRIVATE_NAMES = {"key.pem", "enc.key", "ca.key.pem", "node.key.pem", "p2p.key"}
 
@@ -122,14 +123,19 @@ def test_genesis_lists_institutions_nodes_and_contracts(consortium: Path, genesi
         assert inst.ca_certificate == x509.load_pem_x509_certificate(ca_pem).public_bytes(
             Encoding.DER
         )
+    peer_ids = [n.peer_id for n in cfg.nodes]
+    assert all(p.startswith("12D3KooW") for p in peer_ids)
     assert [
         (n.name, n.institution, n.consenter, n.api_address, n.p2p_address) for n in cfg.nodes
     ] == [
-        ("hosp1", "hosp1", True, "127.0.0.1:7050", "/ip4/127.0.0.1/tcp/7051"),
-        ("hosp2", "hosp2", False, "127.0.0.1:7060", "/ip4/127.0.0.1/tcp/7061"),
+        ("hosp1", "hosp1", True, "127.0.0.1:7050", f"/ip4/127.0.0.1/tcp/7051/p2p/{peer_ids[0]}"),
+        ("hosp2", "hosp2", False, "127.0.0.1:7060", f"/ip4/127.0.0.1/tcp/7061/p2p/{peer_ids[1]}"),
     ]
     for node in cfg.nodes:
         folder = consortium / "nodes" / node.name
+        p2p_key = keys.load_private(folder / "p2p.key")
+        assert isinstance(p2p_key, ed25519.Ed25519PrivateKey)
+        assert node.peer_id == libp2p_peer_id(p2p_key.public_key())
         assert node.certificate == cert_of(folder / "node.cert.pem").public_bytes(Encoding.DER)
         assert subject(cert_of(folder / "node.cert.pem")) == (node.name, node.institution, "node")
         assert {p.name for p in folder.iterdir()} == {
