@@ -3,6 +3,7 @@ built-in contracts' source. chain_id = hash of the genesis block."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -66,6 +67,37 @@ def builtin_contract(name: str) -> ledger_pb2.ContractCode:
         code_hash=sha256(source.encode()),
         engine_version=ENGINE_VERSION,
     )
+
+
+def genesis_state(config: ledger_pb2.GenesisConfig) -> dict[bytes, bytes]:
+    """The world state the chain starts from, a pure function of the configuration (so
+    the genesis state_hash, which covers the configuration, covers it too): the founding
+    institutions, the leader and regulator identities, and the nodes, in the `consortium`
+    contract's namespace where contracts read them with `get_from("consortium", ...)`."""
+
+    def value(data: dict[str, object]) -> bytes:
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+    state = {
+        f"consortium/institution/{i.id}".encode(): value(
+            {"id": i.id, "name": i.name, "tier": i.tier, "region": i.region, "status": "active"}
+        )
+        for i in config.institutions
+    }
+    state[b"consortium/role/leader"] = value({"identity": sha256(config.leader_certificate).hex()})
+    state[b"consortium/role/regulator"] = value(
+        {"identity": sha256(config.regulator_certificate).hex()}
+    )
+    for n in config.nodes:
+        state[f"consortium/node/{n.name}".encode()] = value(
+            {
+                "name": n.name,
+                "institution": n.institution,
+                "consenter": n.consenter,
+                "peer_id": n.peer_id,
+            }
+        )
+    return state
 
 
 def genesis_state_hash(config_bytes: bytes) -> bytes:

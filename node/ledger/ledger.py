@@ -14,7 +14,7 @@ from google.protobuf.message import DecodeError
 from medledger.v1 import ledger_pb2
 
 from node.crypto.hashing import sha256
-from node.genesis import Genesis
+from node.genesis import Genesis, genesis_state
 from node.ledger import layout
 from node.ledger.kvstore import KVStore
 from node.ledger.layout import Tip, TxLocation, VersionedValue
@@ -87,17 +87,17 @@ class Ledger:
     def _write_genesis(self) -> None:
         g = self.genesis
         tip = Tip(0, g.hash, g.header.state_hash, g.header.timestamp_ms)
-        self.store.write(
-            {
-                layout.height_key(layout.BLOCK, 0): g.block_bytes,
-                layout.height_key(layout.RESULTS, 0): b"",
-                layout.HASH + g.hash: (0).to_bytes(8, "big"),
-                layout.CHAIN_ID: g.chain_id,
-                layout.TIP: tip.encode(),
-            },
-            set(),
-            sync=True,
-        )
+        puts = {
+            layout.height_key(layout.BLOCK, 0): g.block_bytes,
+            layout.height_key(layout.RESULTS, 0): b"",
+            layout.HASH + g.hash: (0).to_bytes(8, "big"),
+            layout.CHAIN_ID: g.chain_id,
+            layout.TIP: tip.encode(),
+        }
+        for key, value in genesis_state(g.config).items():
+            puts[layout.STATE + key] = VersionedValue(0, 0, value).encode()
+            puts[layout.history_key(key, 0, 0)] = b"\x01" + value
+        self.store.write(puts, set(), sync=True)
 
     # -- start-up recovery ---------------------------------------------------------------
 

@@ -312,7 +312,7 @@ def test_failing_call_keeps_its_code_and_writes_nothing(
     if function == "nope":
         assert write.messages[0] == "kv has no function 'nope'"
     assert [w.tx_index for w in write.state] == [1]
-    assert [k for k, _ in ledger.state_items()] == [b"kv/after"]
+    assert [k for k, _ in ledger.state_scan(b"kv/")] == [b"kv/after"]
     results = ledger.results(1)
     assert results is not None
     assert results.results[0].write_set_hash == EMPTY_WRITES
@@ -327,7 +327,7 @@ def test_expired_at_block_time(
     write = commit(executor, [raw], t0 + 1_000)
     assert write.codes == (TxCode.EXPIRED,)
     assert write.messages[0] == f"expired at {t0 + 1_000} ms; it is now {t0 + 1_000} ms"
-    assert list(ledger.state_items()) == []
+    assert list(ledger.state_scan(b"kv/")) == []
     assert ledger.tx_location(tx_id(raw)) == TxLocation(1, 0, TxCode.EXPIRED)
 
 
