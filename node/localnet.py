@@ -101,3 +101,117 @@ class NodeProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+# -- a local network in the background: `deploy/localnet up|down|status` ------------------
+
+
+def _nodes(root: Path) -> list[tuple[str, Path, str]]:
+    """(name, config path, api address) of every node folder under root/nodes."""
+    import tomllib
+
+    out = []
+    for config in sorted((root / "nodes").glob("*/config.toml")):
+        api = tomllib.loads(config.read_text())["api"]["listen"]
+        out.append((config.parent.name, config, api))
+    return out
+
+
+def up(root: Path, hospitals: int, consenters: int, regulator: bool) -> list[NodeProcess]:
+    """Generate the consortium under `root` unless it exists, start every node in the
+    background (pid files in root/run, a log per node in root/logs), wait until each
+    serves."""
+    from node.provisioning import Plan, init_consortium
+
+    if not (root / "genesis.block").exists():
+        count = hospitals + (1 if regulator else 0)
+        init_consortium(
+            Plan(root, hospitals, consenters, regulator, base_port=free_base_port(count=count))
+        )
+    (root / "run").mkdir(exist_ok=True)
+    started = []
+    for name, config, api in _nodes(root):
+        pid_file = root / "run" / f"{name}.pid"
+        if pid_file.exists() and _alive(int(pid_file.read_text())):
+            continue
+        node = NodeProcess(name, config, api, root / "logs" / f"{name}.log")
+        node.start()
+        assert node.proc is not None
+        pid_file.write_text(str(node.proc.pid))
+        started.append(node)
+    for node in started:
+        node.wait_ready(timeout_s=60)
+    return started
+
+
+def down(root: Path, timeout_s: float = 30.0) -> dict[str, str]:
+    """SIGTERM every node started by `up`, wait for each to exit."""
+    result = {}
+    for pid_file in sorted((root / "run").glob("*.pid")):
+        pid = int(pid_file.read_text())
+        name = pid_file.stem
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                result[name] = "killed after timeout"
+            else:
+                result[name] = "stopped"
+        else:
+            result[name] = "was not running"
+        pid_file.unlink()
+    return result
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie of ours counts as gone.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="deploy/localnet", description="a local MedLedger network in the background"
+    )
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("--dir", required=True, help="network folder (created by up)")
+    parser.add_argument("--hospitals", type=int, default=4)
+    parser.add_argument("--consenters", type=int, default=3)
+    parser.add_argument("--regulator", action="store_true")
+    args = parser.parse_args(argv)
+    root = Path(args.dir).resolve()
+    if args.action == "up":
+        started = up(root, args.hospitals, args.consenters, args.regulator)
+        print(json.dumps({"started": [n.name for n in started], "dir": str(root)}))
+    elif args.action == "down":
+        print(json.dumps(down(root)))
+    else:
+        status = {}
+        for name, _config, api in _nodes(root):
+            try:
+                with Client(api, timeout_s=2) as client:
+                    s = client.status()
+                status[name] = {"api": api, "height": s.height, "role": s.role, "leader": s.leader}
+            except ClientError as exc:
+                status[name] = {"api": api, "error": str(exc)}
+        print(json.dumps(status, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
