@@ -74,6 +74,14 @@ class Gateway(gateway_pb2_grpc.GatewayServicer):
             responses=[_response(self.core.submit(raw, now)[0]) for raw in request.signed_txs]
         )
 
+    def SubmitStream(
+        self,
+        request_iterator: Iterator[gateway_pb2.SubmitBatchRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[gateway_pb2.SubmitBatchResponse]:
+        for request in request_iterator:
+            yield self.SubmitBatch(request, context)
+
     def GetTransaction(
         self, request: gateway_pb2.GetTransactionRequest, context: grpc.ServicerContext
     ) -> gateway_pb2.TransactionInfo:

@@ -210,6 +210,15 @@ class Client:
         resp = self._call(self.stub.SubmitBatch, gateway_pb2.SubmitBatchRequest(signed_txs=raws))
         return [submit_result(r) for r in resp.responses]
 
+    def submit_stream(self, batches: Iterator[list[bytes]]) -> Iterator[list[SubmitResult]]:
+        """Admission outcomes of each batch, in order, over one long-lived stream."""
+        requests = (gateway_pb2.SubmitBatchRequest(signed_txs=b) for b in batches)
+        try:
+            for resp in self.stub.SubmitStream(requests):
+                yield [submit_result(r) for r in resp.responses]
+        except grpc.RpcError as exc:
+            raise ClientError(f"submit stream ended: {exc.details()}") from exc
+
     def query(
         self, identity: Identity, contract: str, function: str, args: Mapping[str, Any]
     ) -> Any:

@@ -96,3 +96,22 @@ def test_tls_with_required_client_certificate(net: Net) -> None:
     # Without TLS at all, too.
     with Client(api, timeout_s=3) as plain, pytest.raises(ClientError):
         plain.status()
+
+
+def test_submit_stream_admits_batches_in_order(net: Net) -> None:
+    net.start()
+    doctor = Identity.load(net.identity("hosp1-doctor1"))
+    with Client(net.api) as client:
+        batches = [
+            [client.build(doctor, "kv", "put", {"key": f"s{b}-{i}", "value": i}) for i in range(50)]
+            for b in range(4)
+        ]
+        outcomes = list(client.submit_stream(iter(batches)))
+        assert [len(o) for o in outcomes] == [50] * 4
+        assert all(r.status == "pending" for o in outcomes for r in o)
+        last = outcomes[-1][-1]
+        deadline = time.monotonic() + 30
+        while client.transaction(bytes.fromhex(last.tx_id)).status != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert client.query(doctor, "kv", "get", {"key": "s3-49"}) == 49

@@ -45,6 +45,11 @@ class GatewayStub(object):
                 request_serializer=medledger_dot_v1_dot_gateway__pb2.SubmitBatchRequest.SerializeToString,
                 response_deserializer=medledger_dot_v1_dot_gateway__pb2.SubmitBatchResponse.FromString,
                 _registered_method=True)
+        self.SubmitStream = channel.stream_stream(
+                '/medledger.v1.Gateway/SubmitStream',
+                request_serializer=medledger_dot_v1_dot_gateway__pb2.SubmitBatchRequest.SerializeToString,
+                response_deserializer=medledger_dot_v1_dot_gateway__pb2.SubmitBatchResponse.FromString,
+                _registered_method=True)
         self.GetTransaction = channel.unary_unary(
                 '/medledger.v1.Gateway/GetTransaction',
                 request_serializer=medledger_dot_v1_dot_gateway__pb2.GetTransactionRequest.SerializeToString,
@@ -88,6 +93,15 @@ class GatewayServicer(object):
 
     def SubmitBatch(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitStream(self, request_iterator, context):
+        """For high-rate integrators: a long-lived stream of batches; one response per request
+        batch, in order, with admission outcomes (follow commits with StreamEvents or
+        StreamBlocks). Avoids a unary call's per-call cost (about 0.4 ms of CPU here).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -138,6 +152,11 @@ def add_GatewayServicer_to_server(servicer, server):
             ),
             'SubmitBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitBatch,
+                    request_deserializer=medledger_dot_v1_dot_gateway__pb2.SubmitBatchRequest.FromString,
+                    response_serializer=medledger_dot_v1_dot_gateway__pb2.SubmitBatchResponse.SerializeToString,
+            ),
+            'SubmitStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubmitStream,
                     request_deserializer=medledger_dot_v1_dot_gateway__pb2.SubmitBatchRequest.FromString,
                     response_serializer=medledger_dot_v1_dot_gateway__pb2.SubmitBatchResponse.SerializeToString,
             ),
@@ -224,6 +243,33 @@ class Gateway(object):
             request,
             target,
             '/medledger.v1.Gateway/SubmitBatch',
+            medledger_dot_v1_dot_gateway__pb2.SubmitBatchRequest.SerializeToString,
+            medledger_dot_v1_dot_gateway__pb2.SubmitBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/medledger.v1.Gateway/SubmitStream',
             medledger_dot_v1_dot_gateway__pb2.SubmitBatchRequest.SerializeToString,
             medledger_dot_v1_dot_gateway__pb2.SubmitBatchResponse.FromString,
             options,

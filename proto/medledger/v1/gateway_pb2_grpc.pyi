@@ -34,6 +34,11 @@ class GatewayStub:
     def __new__(cls, channel: _aio.Channel) -> GatewayAsyncStub: ...
     Submit: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SubmitRequest, _gateway_pb2.SubmitResponse]
     SubmitBatch: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.SubmitBatchRequest, _gateway_pb2.SubmitBatchResponse]
+    SubmitStream: _grpc.StreamStreamMultiCallable[_gateway_pb2.SubmitBatchRequest, _gateway_pb2.SubmitBatchResponse]
+    """For high-rate integrators: a long-lived stream of batches; one response per request
+    batch, in order, with admission outcomes (follow commits with StreamEvents or
+    StreamBlocks). Avoids a unary call's per-call cost (about 0.4 ms of CPU here).
+    """
     GetTransaction: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetTransactionRequest, _gateway_pb2.TransactionInfo]
     Query: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.QueryRequest, _gateway_pb2.QueryResponse]
     GetBlock: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetBlockRequest, _gateway_pb2.BlockInfo]
@@ -46,6 +51,11 @@ class GatewayAsyncStub(GatewayStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Submit: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SubmitRequest, _gateway_pb2.SubmitResponse]  # type: ignore[assignment]
     SubmitBatch: _aio.UnaryUnaryMultiCallable[_gateway_pb2.SubmitBatchRequest, _gateway_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    SubmitStream: _aio.StreamStreamMultiCallable[_gateway_pb2.SubmitBatchRequest, _gateway_pb2.SubmitBatchResponse]  # type: ignore[assignment]
+    """For high-rate integrators: a long-lived stream of batches; one response per request
+    batch, in order, with admission outcomes (follow commits with StreamEvents or
+    StreamBlocks). Avoids a unary call's per-call cost (about 0.4 ms of CPU here).
+    """
     GetTransaction: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetTransactionRequest, _gateway_pb2.TransactionInfo]  # type: ignore[assignment]
     Query: _aio.UnaryUnaryMultiCallable[_gateway_pb2.QueryRequest, _gateway_pb2.QueryResponse]  # type: ignore[assignment]
     GetBlock: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetBlockRequest, _gateway_pb2.BlockInfo]  # type: ignore[assignment]
@@ -67,6 +77,17 @@ class GatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_pb2.SubmitBatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.SubmitBatchResponse, _abc.Awaitable[_gateway_pb2.SubmitBatchResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SubmitStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_gateway_pb2.SubmitBatchRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.SubmitBatchResponse], _abc.AsyncIterator[_gateway_pb2.SubmitBatchResponse]]:
+        """For high-rate integrators: a long-lived stream of batches; one response per request
+        batch, in order, with admission outcomes (follow commits with StreamEvents or
+        StreamBlocks). Avoids a unary call's per-call cost (about 0.4 ms of CPU here).
+        """
 
     @_abc_1.abstractmethod
     def GetTransaction(
