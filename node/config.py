@@ -70,6 +70,13 @@ class MetricsSection:
 
 
 @dataclass(frozen=True)
+class TestingSection:
+    # Fault injection through the admin socket (network gates, forced divergence), for
+    # the project's own tests. Never enable it on a production node.
+    fault_injection: bool = False
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     path: Path
     node: NodeSection
@@ -78,6 +85,7 @@ class NodeConfig:
     mempool: MempoolSection
     log: LogSection
     metrics: MetricsSection
+    testing: TestingSection
 
     def resolve(self, relative: str) -> Path:
         """Paths in the file are relative to the file's folder."""
@@ -92,6 +100,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "mempool": MempoolSection,
     "log": LogSection,
     "metrics": MetricsSection,
+    "testing": TestingSection,
 }
 
 _CHOICES = {

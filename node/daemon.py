@@ -29,6 +29,7 @@ from node.core import NodeCore
 from node.crypto import keys
 from node.execution.executor import BlockExecutor
 from node.execution.sandbox import SandboxEngine, Zygote
+from node.faults import GatedNetwork
 from node.genesis import Genesis
 from node.genesis import load as load_genesis
 from node.ledger.kvstore import LevelDBKV
@@ -153,6 +154,10 @@ class Node:
     ) -> None:
         self.services = services
         self.core = services.core
+        self.gate: GatedNetwork | None = None
+        if services.config.testing.fault_injection:
+            log.warning("fault_injection_enabled", note="test-only; never in production")
+            network = self.gate = GatedNetwork(network)
         self.network = network
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
@@ -241,7 +246,24 @@ class Node:
             manifest = await trio.to_thread.run_sync(backup_mod.backup, self.services.store, dest)
             log.info("backup_written", dest=str(dest), height=manifest["height"])
             return {"ok": True, **manifest}
+        if op in ("gate", "diverge"):
+            return self._fault(op, request)
         return {"ok": False, "error": f"unknown op {op!r}; ops: status, log_level, backup"}
+
+    def _fault(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        if self.gate is None:
+            return {"ok": False, "error": "fault injection is off (testing.fault_injection)"}
+        if op == "gate":
+            blocked = request.get("block", [])
+            if not isinstance(blocked, list) or not all(isinstance(p, str) for p in blocked):
+                return {"ok": False, "error": "block must be a list of node names"}
+            self.gate.blocked = set(blocked)
+            log.warning("fault_gate", blocked=sorted(self.gate.blocked))
+            return {"ok": True, "blocked": sorted(self.gate.blocked)}
+        height = self.core.ledger.tip.height + 1
+        self.core.executor.diverge_from_height = height
+        log.warning("fault_diverge", from_height=height)
+        return {"ok": True, "from_height": height}
 
     async def run(
         self,

@@ -7,6 +7,7 @@ node's admission let through is only a hint.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,9 @@ class BlockExecutor:
         self.query_engine = query_engine or engine
         self._query_lock = threading.Lock()
         self.lifecycle = lifecycle
+        # Test-only (testing.fault_injection): from this height on, every VALID
+        # transaction writes one extra key, so this node's state_hash differs.
+        self.diverge_from_height: int | None = None
 
     def activate(self, write: BlockWrite) -> list[str]:
         """Load the contracts a committed block deployed or upgraded into the engines:
@@ -265,6 +269,17 @@ class BlockExecutor:
                 and self.ledger.tx_location(item.tx_id) is None
             ):
                 locations[item.tx_id] = TxLocation(height, index, int(result.code))
+            if (
+                self.diverge_from_height is not None
+                and height >= self.diverge_from_height
+                and outcome.code == TxCode.VALID
+            ):
+                outcome = dataclasses.replace(
+                    outcome, writes={**outcome.writes, b"kv/diverged": b'"fault"'}
+                )
+                result = self._result(item, outcome, index, height)
+                results.results[-1].CopyFrom(result)
+                leaves[-1] = result_leaf(item.tx_id, result)
             if outcome.code == TxCode.VALID:
                 for key in sorted(outcome.writes):
                     writes.append(StateWrite(key, index, outcome.writes[key]))
