@@ -80,3 +80,53 @@ async def test_three_consenters_and_an_observer_agree(tmp_path: Path, zygote: Zy
     finally:
         for node in nodes.values():
             node.services.close()
+
+
+async def test_a_diverging_consenter_halts_and_stops_serving(
+    tmp_path: Path, zygote: Zygote
+) -> None:
+    from node.ordering.certificates import Diverged
+
+    root = tmp_path / "c"
+    init_consortium(Plan(root, hospitals=3, consenters=3, base_port=free_base_port(count=3)))
+    hub = MemoryNetwork()
+    nodes: dict[str, Node] = {}
+    for name in NAMES[:3]:
+        cfg = config_mod.load(root / "nodes" / name / "config.toml", env={})
+        nodes[name] = Node(open_node(cfg, zygote), hub.endpoint(name))
+    doctor = Identity.load(root / "identities" / "hosp1-doctor1")
+    halted: list[BaseException] = []
+
+    async def run_capturing(node: Node, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await node.run(task_status=task_status, handle_signals=False)
+        except Diverged as exc:
+            halted.append(exc)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for name, node in nodes.items():
+                hub.endpoints[name].nursery = nursery
+                await nursery.start(run_capturing, node)
+            await wait_for(lambda: sum(n.role == "leader" for n in nodes.values()) == 1)
+            leader = next(n for n in nodes.values() if n.role == "leader")
+            victim = next(n for n in nodes.values() if n.role != "leader")
+            victim.core.executor.diverge_from_height = victim.core.ledger.tip.height + 1
+            api = leader.services.config.api.listen
+
+            def submit() -> str:
+                with Client(api) as client:
+                    return client.submit(
+                        doctor, "kv", "put", {"key": "x", "value": 1}, wait=True
+                    ).status
+
+            assert await trio.to_thread.run_sync(submit) == "committed"
+            await wait_for(lambda: bool(halted))
+            assert victim.core.closing  # it refuses to serve anything further
+            assert "certified" in str(halted[0])
+            for node in nodes.values():
+                if node is not victim:
+                    node.stop()
+    finally:
+        for node in nodes.values():
+            node.services.close()
