@@ -14,8 +14,8 @@ from node.consensus.errors import (
 )
 from node.consensus.membership import ConfChange, ConfChangeType, Membership
 from node.consensus.messages import Message, MessageType, ReadState
-from node.consensus.raft import Role
 from node.consensus.rawnode import RawNode, Ready, SoftState, Status
+from node.consensus.role import Role
 from node.consensus.storage import MemoryStorage, Storage
 
 __all__ = [

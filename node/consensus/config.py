@@ -22,6 +22,9 @@ class Mutation(enum.Enum):
     SEND_BEFORE_PERSIST = "send_before_persist"
     # Accept APPEND from a leader of an older term (stale leaders overwrite logs).
     ACCEPT_STALE_LEADER = "accept_stale_leader"
+    # Answer ReadIndex from the leader's commit index without confirming leadership
+    # with a heartbeat quorum (a deposed leader serves stale reads).
+    READ_WITHOUT_QUORUM = "read_without_quorum"
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,3 +56,22 @@ class ReadState:
 
     index: int
     context: bytes
+
+
+def well_formed(m: Message) -> bool:
+    """Cheap structural checks on a message from the network, so that a buggy or
+    corrupted peer cannot make the core write a log with gaps or crash on a missing
+    field. (Raft trusts its peers' honesty, not their bytes.)"""
+    if m.term < 0 or m.index < 0 or m.commit < 0:
+        return False
+    if m.type is MessageType.SNAPSHOT:
+        return m.snapshot is not None
+    if m.entries:
+        if m.type is not MessageType.APPEND:
+            return False
+        expected = m.index + 1
+        for e in m.entries:
+            if e.index != expected or e.term > m.term:
+                return False
+            expected += 1
+    return True

@@ -25,8 +25,9 @@ from node.consensus.config import Mutation, RaftConfig
 from node.consensus.entry import Entry, HardState, Snapshot, SnapshotMeta
 from node.consensus.errors import CompactedError
 from node.consensus.membership import ConfChange, Membership
-from node.consensus.messages import Message, ReadState
-from node.consensus.raft import Raft, Role
+from node.consensus.messages import Message, ReadState, well_formed
+from node.consensus.raft import Raft
+from node.consensus.role import Role
 from node.consensus.storage import Storage
 
 
@@ -78,10 +79,13 @@ class RawNode:
     def tick(self) -> None:
         self.raft.tick()
 
-    def step(self, message: Message) -> None:
-        """Feed a message from a peer. Messages for another node are ignored."""
-        if message.to == self.raft.id:
-            self.raft.step(message)
+    def step(self, message: Message) -> bool:
+        """Feed a message from a peer. Returns False (and changes nothing) for a message
+        addressed to another node or one that is not well formed."""
+        if message.to != self.raft.id or not well_formed(message):
+            return False
+        self.raft.step(message)
+        return True
 
     def campaign(self) -> None:
         """Start an election now instead of waiting for the timeout."""
@@ -134,6 +138,8 @@ class RawNode:
         )
 
     def ready(self) -> Ready:
+        """What to persist, send and apply now. Call `advance(rd)` before the next
+        `ready()`: until then the same entries would be handed out again."""
         r = self.raft
         r.flush()
         log = r.log

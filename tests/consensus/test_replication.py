@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 
-from node.consensus import Message, MessageType, Mutation, RaftError, Role
+from node.consensus import Entry, Message, MessageType, Mutation, RaftError, Role
 from node.consensus.sim.scripted import ScriptedNet
 
 THREE = ["n1", "n2", "n3"]
@@ -223,8 +223,8 @@ def run_figure8_churn(seed: int, unreliable: bool) -> None:
             back = rng.choice(sorted(set(FIVE) - up))
             net.restart(back)
             up.add(back)
-    for i in set(FIVE) - up:
-        net.restart(i)
+    for node_id in sorted(set(FIVE) - up):
+        net.restart(node_id)
     net.filter = None
     net.reorder = None
     lead = tick_until_leader(net)
@@ -293,12 +293,12 @@ def test_reordered_and_stale_messages_change_nothing() -> None:
     rng = random.Random(9)
     replay = old + old
     rng.shuffle(replay)
-    for m in replay:
-        net.deliver(m)
-        net.process(m.to)
+    for msg in replay:
+        net.deliver(msg)
+        net.process(msg.to)
     net.stabilize()
-    for i, m in net.members.items():
-        assert m.raft.log.committed >= before[i][0]
+    for node_id, member in net.members.items():
+        assert member.raft.log.committed >= before[node_id][0]
     net.tick(n=3)
     net.assert_consistent()
     assert net[lead].payloads()[-5:] == [b"b%d" % i for i in range(5)]
@@ -310,12 +310,12 @@ def test_restart_of_all_nodes_keeps_everything() -> None:
     for i in range(5):
         net.propose("n1", b"p%d" % i)
     state = {i: (m.raft.term, m.raft.vote, m.raft.log.last_index()) for i, m in net.members.items()}
-    for i in THREE:
-        net.crash(i)
-    for i in THREE:
-        net.restart(i)
-    for i, m in net.members.items():
-        assert (m.raft.term, m.raft.vote, m.raft.log.last_index()) == state[i]
+    for node_id in THREE:
+        net.crash(node_id)
+    for node_id in THREE:
+        net.restart(node_id)
+    for node_id, m in net.members.items():
+        assert (m.raft.term, m.raft.vote, m.raft.log.last_index()) == state[node_id]
     lead = tick_until_leader(net)
     net.propose(lead, b"after")
     net.tick(n=2)
@@ -368,3 +368,40 @@ def test_message_budget_when_idle() -> None:
     # One heartbeat and one answer per follower per tick, nothing else.
     assert len(idle) <= 2 * 2 * 100
     assert {m.type for m in idle} <= {MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP}
+
+
+def test_pipelining_is_bounded_by_max_inflight() -> None:
+    net = ScriptedNet(THREE, seed=14, max_inflight=2, max_entries_per_msg=1)
+    net.elect("n1")
+    net.tick(n=1)
+    # n3 receives but its answers are lost: the leader may keep only 2 APPENDs in flight.
+    net.filter = lambda m: not (m.sender == "n3" and m.type is MessageType.APPEND_RESP)
+    before = len(net.sent)
+    for i in range(10):
+        net.propose("n1", b"p%d" % i)
+    to_n3 = [
+        m for m in net.sent[before:] if m.type is MessageType.APPEND and m.to == "n3" and m.entries
+    ]
+    assert len(to_n3) == 2  # (empty APPENDs that only carry the commit index do not count)
+    # n2 acknowledges, so everything commits anyway, one entry per message.
+    assert net["n1"].raft.log.committed == net["n1"].raft.log.last_index()
+    # Once n3's answers get through again, it catches up.
+    net.filter = None
+    net.tick(n=10)
+    assert net["n3"].payloads() == [b"p%d" % i for i in range(10)]
+
+
+def test_malformed_messages_are_refused() -> None:
+    net = ScriptedNet(THREE, seed=15)
+    net.elect("n1")
+    n2 = net["n2"].node
+    last = net["n2"].raft.log.last_index()
+    gap = Message(MessageType.APPEND, "n2", "n1", 1, 1, 1, (Entry(1, 3),), 1)
+    future = Message(MessageType.APPEND, "n2", "n1", 1, 1, 1, (Entry(9, 2),), 1)
+    empty_snapshot = Message(MessageType.SNAPSHOT, "n2", "n1", 1)
+    elsewhere = Message(MessageType.HEARTBEAT, "n9", "n1", 1)
+    for m in (gap, future, empty_snapshot, elsewhere):
+        assert n2.step(m) is False
+    assert net["n2"].raft.log.last_index() == last
+    ok = Message(MessageType.APPEND, "n2", "n1", 1, 1, 1, (Entry(1, 2, data=b"d"),), 1)
+    assert n2.step(ok) is True

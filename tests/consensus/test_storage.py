@@ -114,3 +114,13 @@ def test_single_node_group_on_leveldb_restarts_and_reapplies(db: Any) -> None:
     drain(node2, storage2)
     assert [e.data for e in applied] == [b"b", b"c"]
     assert node2.status().committed == last
+
+
+def test_leveldb_refused_save_writes_nothing(db: Any) -> None:
+    storage = LevelDBStorage.initialize(db, MEMBERS)
+    storage.save(HardState(1, None, 0), entries(1, 3, 1), None)
+    with pytest.raises(UnavailableError):
+        storage.save(HardState(2, None, 0), entries(5, 6, 1), None)  # a gap after 2
+    again = LevelDBStorage(db)
+    assert again.initial_state() == HardState(1, None, 0)
+    assert again.last_index() == 2

@@ -130,3 +130,66 @@ async def test_a_diverging_consenter_halts_and_stops_serving(
     finally:
         for node in nodes.values():
             node.services.close()
+
+
+LOOP = """
+def spin(ctx, n):
+    total = 0
+    while True:
+        total = total + n
+"""
+
+
+async def test_the_same_call_runs_out_of_gas_at_the_same_step_on_every_node(
+    tmp_path: Path, zygote: Zygote
+) -> None:
+    """Each node executes in its own sandbox worker processes; the recorded gas must be
+    identical everywhere (it is covered by results_root, so certificates depend on it)."""
+    root = tmp_path / "c"
+    init_consortium(Plan(root, hospitals=3, consenters=3, base_port=free_base_port(count=3)))
+    hub = MemoryNetwork()
+    nodes = {
+        name: Node(
+            open_node(config_mod.load(root / "nodes" / name / "config.toml", env={}), zygote),
+            hub.endpoint(name),
+        )
+        for name in NAMES[:3]
+    }
+    leader_id = Identity.load(root / "identities" / "leader")
+    doctor = Identity.load(root / "identities" / "hosp1-doctor1")
+    try:
+        async with trio.open_nursery() as nursery:
+            for name, node in nodes.items():
+                hub.endpoints[name].nursery = nursery
+                await nursery.start(functools.partial(node.run, handle_signals=False))
+            await wait_for(lambda: sum(n.role == "leader" for n in nodes.values()) == 1)
+            api = nodes["hosp2"].services.config.api.listen
+
+            def run_story() -> tuple[str, str, int]:
+                with Client(api) as client:
+                    deployed = client.submit(
+                        leader_id,
+                        "consortium",
+                        "deploy_contract",
+                        {"name": "loop", "source": LOOP},
+                        wait=True,
+                    )
+                    assert deployed.status == "committed", deployed
+                    res = client.submit(doctor, "loop", "spin", {"n": 1}, wait=True)
+                    return res.code, res.tx_id, res.height
+
+            code, _tx_id, height = await trio.to_thread.run_sync(run_story)
+            assert code == "OUT_OF_GAS"
+            await wait_for(lambda: all(n.core.ledger.tip.height >= height for n in nodes.values()))
+            gas = set()
+            for node in nodes.values():
+                results = node.core.ledger.results(height)
+                assert results is not None
+                (result,) = [r for r in results.results if r.code == 20]  # OUT_OF_GAS
+                gas.add(result.gas_used)
+            assert len(gas) == 1 and gas.pop() > 0
+            for node in nodes.values():
+                node.stop()
+    finally:
+        for node in nodes.values():
+            node.services.close()

@@ -51,8 +51,10 @@ def run_seeds(
 
 def summarize(results: list[SeedResult], elapsed: float) -> dict[str, Any]:
     faults: Counter[str] = Counter()
+    network: Counter[str] = Counter()
     for r in results:
         faults.update(r.faults)
+        network.update(r.network)
     failed = [r for r in results if r.failure]
     return {
         "seeds": len(results),
@@ -66,6 +68,9 @@ def summarize(results: list[SeedResult], elapsed: float) -> dict[str, Any]:
         "membership_changes": sum(r.membership_changes for r in results),
         "transfers": sum(r.transfers for r in results),
         "messages": sum(r.messages for r in results),
+        "network": dict(sorted(network.items())),  # messages cut, dropped, duplicated
+        "reads": sum(r.reads for r in results),
+        "reads_served": sum(r.reads_served for r in results),
         "liveness_bound_ticks": LIVENESS_TICKS,
         "max_recovery_ticks": max((r.max_recovery_ticks for r in results), default=0),
         "min_commits_per_seed": min((r.commits for r in results), default=0),

@@ -8,6 +8,8 @@
   quorum of voters would consider up to date (or it could be elected and erase it).
 - State machine safety: every node commits (and applies) the same entry at an index;
   a committed entry never changes; snapshots agree with what was applied.
+- Linearizable reads: a ReadIndex answer is at least the highest index committed
+  anywhere when the read was requested.
 - Commit monotonicity: a node's commit index never decreases while it runs, and after a
   restart it is at least what its state machine durably applied.
 """
@@ -127,6 +129,14 @@ class SafetyChecker:
                     f"logs of {grants} of {len(voters)} voters would elect it",
                 )
                 return
+
+    def on_read(self, now: int, node: str, index: int, required: int) -> None:
+        if index < required:
+            self.fail(
+                now,
+                f"{node} got read index {index}, but {required} was committed "
+                f"before the read was requested: stale read",
+            )
 
     def on_snapshot(self, now: int, node: str, index: int, term: int) -> None:
         have = self.committed.get(index)

@@ -17,8 +17,9 @@ from node.consensus.config import RaftConfig
 from node.consensus.entry import Entry, EntryKind
 from node.consensus.membership import Membership
 from node.consensus.messages import Message, MessageType, ReadState
-from node.consensus.raft import Raft, Role
+from node.consensus.raft import Raft
 from node.consensus.rawnode import RawNode
+from node.consensus.role import Role
 from node.consensus.storage import MemoryStorage
 
 
