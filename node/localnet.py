@@ -117,7 +117,13 @@ def _nodes(root: Path) -> list[tuple[str, Path, str]]:
     return out
 
 
-def up(root: Path, hospitals: int, consenters: int, regulator: bool) -> list[NodeProcess]:
+def up(
+    root: Path,
+    hospitals: int,
+    consenters: int,
+    regulator: bool,
+    env: dict[str, str] | None = None,
+) -> list[NodeProcess]:
     """Generate the consortium under `root` unless it exists, start every node in the
     background (pid files in root/run, a log per node in root/logs), wait until each
     serves."""
@@ -135,7 +141,7 @@ def up(root: Path, hospitals: int, consenters: int, regulator: bool) -> list[Nod
         if pid_file.exists() and _alive(int(pid_file.read_text())):
             continue
         node = NodeProcess(name, config, api, root / "logs" / f"{name}.log")
-        node.start()
+        node.start(env)
         assert node.proc is not None
         pid_file.write_text(str(node.proc.pid))
         started.append(node)
