@@ -98,6 +98,16 @@ def result_leaf(tx_id: bytes, result: ledger_pb2.TxResult) -> bytes:
     )
 
 
+# Contract functions run by the node itself at the end of every block, in this order.
+END_OF_BLOCK = (("referral", "sweep"),)
+SWEEP_LIMIT = 100
+SYSTEM = Caller(identity="system", name="system", role="system", institution="")
+
+
+def sweep_id(height: int) -> bytes:
+    return sha256(b"medledger/end-of-block/" + height.to_bytes(8, "big"))
+
+
 def _guard(outcome: Outcome) -> Outcome:
     """Contract code never writes the lifecycle's records: only the node's lifecycle does."""
     reserved = (lifecycle.RECORD_PREFIX, lifecycle.PROPOSAL_PREFIX)
@@ -284,6 +294,13 @@ class BlockExecutor:
                 for key in sorted(outcome.writes):
                     writes.append(StateWrite(key, index, outcome.writes[key]))
         write_hashes = b"".join(r.write_set_hash for r in results.results)
+        swept = self._sweep(writes, height, timestamp, len(prepared))
+        if swept is not None:
+            sweep_result, sweep_writes = swept
+            results.end_of_block.CopyFrom(sweep_result)
+            writes.extend(sweep_writes)
+            write_hashes += sweep_result.write_set_hash
+            leaves.append(result_leaf(sweep_id(height), sweep_result))
         state_hash = sha256(self.ledger.tip.state_hash + sha256(write_hashes))
         return _Executed(
             tx_ids,
@@ -294,6 +311,35 @@ class BlockExecutor:
             state_hash,
             merkle_root(leaves) if leaves else EMPTY_ROOT,
         )
+
+    def _sweep(
+        self, writes: list[StateWrite], height: int, timestamp: int, index: int
+    ) -> tuple[ledger_pb2.TxResult, list[StateWrite]] | None:
+        """Run each end-of-block sweep that is deployed, after the block's transactions,
+        as the system: deadlines pass on every node at the same height."""
+        state = BlockState(self.ledger)
+        state.writes = {sw.key: sw.value for sw in writes}
+        for contract, function in END_OF_BLOCK:
+            invocation = Invocation(
+                tx_id=sweep_id(height),
+                contract=contract,
+                function=function,
+                args={"limit": SWEEP_LIMIT},
+                caller=SYSTEM,
+                block_time_ms=timestamp,
+                height=height,
+                gas_limit=self.gas_limit,
+            )
+            outcome = _guard(self.engine.execute_batch([invocation], state)[0])
+            if outcome.code in (TxCode.UNKNOWN_CONTRACT, TxCode.UNKNOWN_FUNCTION):
+                continue  # not deployed on this chain
+            item = _Prepared(invocation.tx_id, contract, outcome)
+            result = self._result(item, outcome, index, height)
+            valid = outcome.code == TxCode.VALID
+            return result, [
+                StateWrite(k, index, outcome.writes[k]) for k in sorted(outcome.writes) if valid
+            ]
+        return None
 
     def _prepare(
         self,

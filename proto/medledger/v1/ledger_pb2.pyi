@@ -495,16 +495,24 @@ class BlockResults(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    END_OF_BLOCK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TxResult]: ...
+    @_builtins.property
+    def end_of_block(self) -> Global___TxResult:
+        """The end-of-block sweep (time-based rules decided from block time, e.g. referral
+        deadlines); covered by results_root and state_hash like a transaction.
+        """
+
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___TxResult] | None = ...,
+        end_of_block: Global___TxResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_of_block", b"end_of_block"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_of_block", b"end_of_block", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
