@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from node import logs
 from node.api import server as api_server
@@ -34,6 +35,7 @@ from node.genesis import Genesis
 from node.genesis import load as load_genesis
 from node.ledger.kvstore import LevelDBKV
 from node.ledger.ledger import BlockWrite, Ledger, LedgerError
+from node.libp2p_network import Libp2pNetwork, Peer
 from node.mempool.mempool import Mempool, MempoolLimits
 from node.net import MemoryNetwork, PeerNetwork
 from node.ops import backup as backup_mod
@@ -321,17 +323,34 @@ async def serve(
     services: Services,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    genesis, name = services.genesis, services.config.node.name
-    consenters = [n.name for n in genesis.config.nodes if n.consenter]
-    if consenters == [name]:
-        # The only consenter orders alone: an in-process network with no peers.
-        network: PeerNetwork = MemoryNetwork().endpoint(name)
-    else:
+    genesis, config = services.genesis, services.config
+    name = config.node.name
+    if len(genesis.config.nodes) == 1:
+        # A consortium of one talks to nobody: an in-process network with no peers.
+        await Node(services, MemoryNetwork().endpoint(name)).run(task_status=task_status)
+        return
+    network = open_network(services)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(network.run)
+        await Node(services, network).run(task_status=task_status)
+        nursery.cancel_scope.cancel()
+
+
+def open_network(services: Services) -> Libp2pNetwork:
+    config, genesis = services.config, services.genesis
+    key = keys.load_private(config.resolve(config.p2p.key))
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise StartupError(f"p2p.key {config.p2p.key} must be an Ed25519 key")
+    peers = {
+        n.name: Peer(n.name, n.peer_id, n.p2p_address) for n in genesis.config.nodes if n.peer_id
+    }
+    mine = peers.get(config.node.name)
+    network = Libp2pNetwork(config.node.name, key, config.p2p.listen, peers, config.p2p.psk)
+    if mine is None or mine.peer_id != network.peer_id:
         raise StartupError(
-            f"node {name} needs peers ({len(consenters)} consenters in the genesis block), "
-            "but networking between nodes (libp2p) is not wired into the daemon yet"
+            f"p2p.key of {config.node.name} does not match the peer id in the genesis block"
         )
-    await Node(services, network).run(task_status=task_status)
+    return network
 
 
 def run(config: NodeConfig, zygote: Zygote) -> None:

@@ -43,6 +43,25 @@ def configure(level: str = "info", fmt: str = "auto", node: str = "") -> None:
             structlog.processors.format_exc_info,
             structlog.processors.JSONRenderer(sort_keys=False),
         ]
+    # Libraries that log through the standard library (py-libp2p, grpc) come out as the
+    # same JSON lines; py-libp2p logs every failed redial as an error, and our own code
+    # already reports peer connectivity with context, so it is held to critical.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=structlog.dev.ConsoleRenderer(colors=False)
+            if console
+            else structlog.processors.JSONRenderer(),
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),

@@ -1,0 +1,332 @@
+"""`PeerNetwork` over py-libp2p: the consortium's closed network (DESIGN §3.1, §4).
+
+- One libp2p host per node with its Ed25519 `p2p.key`; Noise is the only security
+  transport offered (py-libp2p's default also offers plaintext, NOTES.md); an optional
+  consortium pre-shared key makes outsiders fail before the handshake.
+- Permissioned: only the peer ids of the genesis block's nodes are admitted. Any other
+  peer is disconnected as soon as its connection opens, and every stream handler checks
+  the remote peer id again before it reads a byte.
+- One-way frames (`send`) go through a bounded queue per peer and protocol, written on a
+  long-lived stream that is reopened after failures; requests open a stream each.
+- Frames are length-prefixed (4 bytes, big-endian) with a size limit; a peer that sends
+  an oversize or truncated frame has its stream reset and is counted.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from node.net import Handler, NetworkError
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = structlog.get_logger("medledger.p2p")
+
+MAX_FRAME = 64 * 1024 * 1024
+QUEUE_FRAMES = 1024
+
+
+class FrameError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    peer_id: str
+    address: str  # multiaddr with /p2p/<peer id>
+
+
+def libp2p_key_pair(key: ed25519.Ed25519PrivateKey) -> Any:
+    from libp2p.crypto.ed25519 import Ed25519PrivateKey
+    from libp2p.crypto.keys import KeyPair
+
+    raw = key.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+    private = Ed25519PrivateKey.from_bytes(raw)
+    return KeyPair(private, private.get_public_key())
+
+
+class FrameReader:
+    """Sans-IO: bytes in, frames out."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        frames = []
+        while len(self._buffer) >= 4:
+            size = int.from_bytes(self._buffer[:4], "big")
+            if size > self.max_frame:
+                raise FrameError(f"frame of {size} bytes exceeds {self.max_frame}")
+            if len(self._buffer) < 4 + size:
+                break
+            frames.append(bytes(self._buffer[4 : 4 + size]))
+            del self._buffer[: 4 + size]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+def frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+async def read_frame(stream: Any, reader: FrameReader) -> bytes | None:
+    """The next frame, or None at a clean end of stream."""
+    from libp2p.network.stream.exceptions import StreamEOF
+
+    while True:
+        try:
+            data = await stream.read(65536)
+        except StreamEOF:
+            data = b""
+        if not data:
+            if reader.pending:
+                raise FrameError("stream ended inside a frame")
+            return None
+        frames = reader.feed(data)
+        if frames:
+            if len(frames) > 1 or reader.pending:
+                raise FrameError("one frame expected")
+            return frames[0]
+
+
+class Libp2pNetwork:
+    def __init__(
+        self,
+        name: str,
+        key: ed25519.Ed25519PrivateKey,
+        listen: str,
+        peers: Mapping[str, Peer],
+        psk: str = "",
+    ) -> None:
+        import libp2p
+        from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+        from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
+        from libp2p.security.noise.transport import Transport as NoiseTransport
+
+        self.name = name
+        self.listen = listen
+        self.peers_by_name = {n: p for n, p in peers.items() if n != name}
+        self.names_by_id = {p.peer_id: n for n, p in peers.items()}
+        key_pair = libp2p_key_pair(key)
+        noise = NoiseTransport(libp2p_keypair=key_pair, noise_privkey=x25519_key_pair().private_key)
+        self.host = libp2p.new_host(key_pair=key_pair, sec_opt={NOISE: noise}, psk=psk or None)
+        self.peer_id = self.host.get_id().to_base58()
+        self.refused_peers = 0
+        self.malformed = 0
+        self._queues: dict[tuple[str, str], trio.MemorySendChannel[bytes]] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # -- PeerNetwork -----------------------------------------------------------------------
+
+    def handle(self, protocol: str, handler: Handler) -> None:
+        async def on_stream(stream: Any) -> None:
+            peer = self._admitted(stream)
+            if peer is None:
+                await stream.reset()
+                return
+            reader = FrameReader()
+            try:
+                while True:
+                    payload = await read_frame(stream, reader)
+                    if payload is None:
+                        break
+                    reply = await handler(peer, payload)
+                    if reply is not None:
+                        await stream.write(frame(reply))
+            except FrameError as exc:
+                self.malformed += 1
+                log.warning("frame_refused", peer=peer, protocol=protocol, reason=str(exc))
+                await stream.reset()
+            except Exception as exc:  # a broken stream ends this stream only
+                log.debug("stream_ended", peer=peer, protocol=protocol, reason=str(exc))
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await stream.close()
+
+        self.host.set_stream_handler(protocol, on_stream)  # type: ignore[arg-type]
+
+    def send(self, peer: str, protocol: str, payload: bytes) -> bool:
+        if peer not in self.peers_by_name or self._nursery is None:
+            return False
+        queue = self._queues.get((peer, protocol))
+        if queue is None:
+            send, receive = trio.open_memory_channel[bytes](QUEUE_FRAMES)
+            self._queues[(peer, protocol)] = queue = send
+            self._nursery.start_soon(self._writer, peer, protocol, receive)
+        try:
+            queue.send_nowait(payload)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def request(self, peer: str, protocol: str, payload: bytes, timeout_s: float) -> bytes:
+        info = self.peers_by_name.get(peer)
+        if info is None:
+            raise NetworkError(f"{peer} is not a consortium node")
+        with trio.move_on_after(timeout_s):
+            try:
+                stream = await self._open(info, protocol)
+                try:
+                    await stream.write(frame(payload))
+                    reply = await read_frame(stream, FrameReader())
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(1):
+                        await stream.close()
+            except (FrameError, NetworkError):
+                raise
+            except Exception as exc:
+                raise NetworkError(f"{protocol} to {peer} failed: {exc}") from exc
+            if reply is None:
+                raise NetworkError(f"{peer} closed {protocol} without answering")
+            return reply
+        raise NetworkError(f"{peer} did not answer {protocol} within {timeout_s} s")
+
+    def peers(self) -> list[str]:
+        connected = self.host.get_network().connections
+        return sorted(
+            self.names_by_id[str(pid.to_base58())]
+            for pid, conns in connected.items()
+            if conns and str(pid.to_base58()) in self.names_by_id
+        )
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        from multiaddr import Multiaddr
+
+        self.host.get_network().register_notifee(_gatekeeper(self))
+        async with (
+            self.host.run(listen_addrs=[Multiaddr(self.listen)]),
+            trio.open_nursery() as nursery,
+        ):
+            self._nursery = nursery
+            for peer in self.peers_by_name.values():
+                nursery.start_soon(self._keep_connected, peer)
+            log.info("p2p_listening", listen=self.listen, peer_id=self.peer_id)
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def _keep_connected(self, peer: Peer) -> None:
+        """Dial `peer` while it is not connected, with capped exponential back-off."""
+        from libp2p.peer.id import ID
+
+        delay = 0.1
+        target = ID.from_base58(peer.peer_id)
+        while True:
+            if self.host.get_network().connections.get(target):
+                delay = 0.1
+                await trio.sleep(0.5)
+                continue
+            try:
+                with trio.fail_after(5):
+                    await self._connect(peer)
+                log.info("peer_connected", peer=peer.name)
+                delay = 0.1
+            except Exception as exc:
+                log.debug("peer_dial_failed", peer=peer.name, reason=str(exc))
+                await trio.sleep(delay * (1 + random.random() / 2))
+                delay = min(delay * 2, 5.0)
+
+    async def _connect(self, peer: Peer) -> None:
+        from libp2p.peer.peerinfo import info_from_p2p_addr
+        from multiaddr import Multiaddr
+
+        await self.host.connect(info_from_p2p_addr(Multiaddr(peer.address)))
+
+    async def _open(self, peer: Peer, protocol: str) -> Any:
+        from libp2p.peer.id import ID
+
+        target = ID.from_base58(peer.peer_id)
+        if not self.host.get_network().connections.get(target):
+            await self._connect(peer)
+        return await self.host.new_stream(target, [protocol])  # type: ignore[list-item]
+
+    async def _writer(
+        self, peer: str, protocol: str, queue: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        info = self.peers_by_name[peer]
+        stream: Any = None
+        async for payload in queue:
+            batch = [payload]
+            while True:  # coalesce what is already queued into one write
+                try:
+                    batch.append(queue.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            data = b"".join(frame(p) for p in batch)
+            for _attempt in range(2):
+                try:
+                    if stream is None:
+                        with trio.fail_after(5):
+                            stream = await self._open(info, protocol)
+                    with trio.fail_after(10):
+                        await stream.write(data)
+                    break
+                except Exception as exc:
+                    log.debug("send_failed", peer=peer, protocol=protocol, reason=str(exc))
+                    stream = None  # reopen once, then drop: the caller's protocol retries
+
+    def _admitted(self, stream: Any) -> str | None:
+        try:
+            remote = str(stream.muxed_conn.peer_id.to_base58())
+        except Exception:
+            return None
+        name = self.names_by_id.get(remote)
+        if name is None or name == self.name:
+            self.refused_peers += 1
+            log.warning("peer_refused", peer_id=remote)
+            return None
+        return name
+
+
+def _gatekeeper(network: Libp2pNetwork) -> Any:
+    """A notifee that closes connections of peers that are not consortium nodes as soon
+    as they open."""
+    from libp2p.abc import INotifee
+
+    class Gatekeeper(INotifee):
+        async def connected(self, _network: Any, conn: Any) -> None:
+            try:
+                remote = str(conn.muxed_conn.peer_id.to_base58())
+            except Exception:
+                remote = ""
+            if remote not in network.names_by_id:
+                network.refused_peers += 1
+                log.warning("connection_refused", peer_id=remote)
+                await conn.close()
+
+        async def disconnected(self, _network: Any, _conn: Any) -> None:
+            pass
+
+        async def opened_stream(self, _network: Any, _stream: Any) -> None:
+            pass
+
+        async def closed_stream(self, _network: Any, _stream: Any) -> None:
+            pass
+
+        async def listen(self, _network: Any, _multiaddr: Any) -> None:
+            pass
+
+        async def listen_close(self, _network: Any, _multiaddr: Any) -> None:
+            pass
+
+    return Gatekeeper()
