@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,8 +88,8 @@ def frame(payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
 
 
-async def read_frame(stream: Any, reader: FrameReader) -> bytes | None:
-    """The next frame, or None at a clean end of stream."""
+async def frames(stream: Any, reader: FrameReader) -> AsyncIterator[bytes]:
+    """Every frame of a stream, in order, until its clean end."""
     from libp2p.network.stream.exceptions import StreamEOF
 
     while True:
@@ -100,12 +100,16 @@ async def read_frame(stream: Any, reader: FrameReader) -> bytes | None:
         if not data:
             if reader.pending:
                 raise FrameError("stream ended inside a frame")
-            return None
-        frames = reader.feed(data)
-        if frames:
-            if len(frames) > 1 or reader.pending:
-                raise FrameError("one frame expected")
-            return frames[0]
+            return
+        for payload in reader.feed(data):
+            yield payload
+
+
+async def read_frame(stream: Any) -> bytes | None:
+    """The one frame a request's answer is, or None when the stream ends first."""
+    async for payload in frames(stream, FrameReader()):
+        return payload
+    return None
 
 
 class Libp2pNetwork:
@@ -143,12 +147,8 @@ class Libp2pNetwork:
             if peer is None:
                 await stream.reset()
                 return
-            reader = FrameReader()
             try:
-                while True:
-                    payload = await read_frame(stream, reader)
-                    if payload is None:
-                        break
+                async for payload in frames(stream, FrameReader()):
                     reply = await handler(peer, payload)
                     if reply is not None:
                         await stream.write(frame(reply))
@@ -187,7 +187,7 @@ class Libp2pNetwork:
                 stream = await self._open(info, protocol)
                 try:
                     await stream.write(frame(payload))
-                    reply = await read_frame(stream, FrameReader())
+                    reply = await read_frame(stream)
                 finally:
                     with trio.CancelScope(shield=True), trio.move_on_after(1):
                         await stream.close()
