@@ -12,9 +12,10 @@ from google.protobuf.message import DecodeError
 from medledger.v1 import ledger_pb2
 
 from node.crypto.hashing import EMPTY_ROOT, sha256
+from node.execution.sandbox.checker import check_source
 from node.execution.sandbox.version import ENGINE_VERSION
 
-BUILTIN_CONTRACTS = ("kv",)
+BUILTIN_CONTRACTS = ("kv", "consortium", "records", "consent", "referral", "audit")
 HEADER_VERSION = 1
 
 DEFAULT_PARAMS = ledger_pb2.ConsensusParams(
@@ -66,6 +67,7 @@ def builtin_contract(name: str) -> ledger_pb2.ContractCode:
         source=source,
         code_hash=sha256(source.encode()),
         engine_version=ENGINE_VERSION,
+        dependencies=check_source(source, filename=f"<contract {name}>").dependencies,
     )
 
 

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import tomli_w
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from medledger.v1 import ledger_pb2
 
 from node import genesis as genesis_mod
 from node.crypto import keys
 from node.crypto.certs import CertificateAuthority
+from node.records.encryption_keys import write_key_pair
 
 TIERS = ("tertiary", "secondary", "primary")
 
@@ -71,20 +72,9 @@ def _write_identity(
     cert = ca.issue(name, role, key.public_key(), now)
     keys.write_private(folder / "key.pem", keys.private_pem(key))
     (folder / "cert.pem").write_bytes(_pem(cert))
-    enc = x25519.X25519PrivateKey.generate()
-    keys.write_private(
-        folder / "enc.key",
-        enc.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    (folder / "enc.pub").write_bytes(
-        enc.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
+    # The identity's HPKE key pair (hybrid ML-KEM-768 + X25519): encryption keys are
+    # not signing keys (DESIGN §6).
+    write_key_pair(folder)
     return _der(cert)
 
 

@@ -50,7 +50,7 @@ def test_sweep_runs_after_every_block_and_replays(
     assert without.derive([], t0, "x").header.state_hash != write.header.state_hash
 
 
-def test_no_sweep_when_the_contract_is_not_deployed(
+def test_no_sweep_when_the_contract_is_not_loaded(
     executor: BlockExecutor, make_tx: TxFactory, t0: int
 ) -> None:
     write = executor.derive([make_tx(args={"key": "a", "value": 1})], t0, "hosp1")

@@ -146,11 +146,21 @@ def test_genesis_lists_institutions_nodes_and_contracts(consortium: Path, genesi
         }
     assert {p.name for p in (consortium / "nodes").iterdir()} == {"hosp1", "hosp2"}
 
-    assert [c.name for c in cfg.contracts] == ["kv"]
-    kv_source = (Path(__file__).resolve().parents[2] / "contracts" / "kv.py").read_text()
-    assert cfg.contracts[0].source == kv_source
-    assert cfg.contracts[0].code_hash == sha256(kv_source.encode())
-    assert cfg.contracts[0].engine_version == ENGINE_VERSION
+    assert [c.name for c in cfg.contracts] == [
+        "kv",
+        "consortium",
+        "records",
+        "consent",
+        "referral",
+        "audit",
+    ]
+    for code in cfg.contracts:
+        source = (Path(__file__).resolve().parents[2] / "contracts" / f"{code.name}.py").read_text()
+        assert code.source == source
+        assert code.code_hash == sha256(source.encode())
+        assert code.engine_version == ENGINE_VERSION
+    deps = {c.name: tuple(c.dependencies) for c in cfg.contracts}
+    assert deps["kv"] == () and "consortium" in deps["referral"]
 
     leader = cert_of(consortium / "identities" / "leader" / "cert.pem")
     regulator = cert_of(consortium / "identities" / "regulator" / "cert.pem")

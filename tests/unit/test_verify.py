@@ -8,18 +8,28 @@ from collections.abc import Callable
 import pytest
 from medledger.v1 import ledger_pb2
 
+from node.chain import build_executor
 from node.codes import TxCode
 from node.execution.executor import BlockExecutor
 from node.execution.sandbox import InProcessMeteredEngine
+from node.genesis import Genesis
 from node.ledger import layout
 from node.ledger.kvstore import MemoryKV
 from node.ledger.ledger import Ledger, decode_block
 from node.ledger.verify import verify
 from node.tx import tx_id_of
 
-from .builders import TxFactory
+from .builders import TxFactory, metered_engine
 
 HEIGHT = 10
+
+
+@pytest.fixture
+def executor(genesis: Genesis, ledger: Ledger) -> BlockExecutor:
+    """Every built-in contract: verify re-executes with all the chain carries (the
+    end-of-block sweep of `referral` included)."""
+    names = tuple(c.name for c in genesis.config.contracts)
+    return build_executor(genesis, ledger, metered_engine(genesis, names))
 
 
 @pytest.fixture
