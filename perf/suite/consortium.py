@@ -1,0 +1,127 @@
+"""The consortium under test: started with `node.localnet.up` in a fresh folder, read
+back from its files (API addresses, pid files, data dirs), and always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil  # type: ignore[import-untyped]  # psutil ships no type hints
+
+from node import localnet
+from node.genesis import load as load_genesis
+from node.sdk.client import Client, ClientError
+
+VALID = 0
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    api: str
+    pid: int
+    data_dir: Path
+    consenter: bool
+
+
+class Consortium:
+    def __init__(self, root: Path, hospitals: int, consenters: int) -> None:
+        self.root = root
+        self.hospitals = hospitals
+        self.consenters = consenters
+        self.nodes: list[NodeInfo] = []
+        self._seen: dict[int, float] = {}  # pid -> create time
+
+    def start(self) -> None:
+        """Generate and start every node; on failure the caller still calls stop()."""
+        localnet.up(self.root, self.hospitals, self.consenters, regulator=False)
+        genesis = load_genesis(self.root / "genesis.block")
+        consenting = {n.name for n in genesis.config.nodes if n.consenter}
+        for config in sorted((self.root / "nodes").glob("*/config.toml")):
+            data = tomllib.loads(config.read_text())
+            name = config.parent.name
+            pid = int((self.root / "run" / f"{name}.pid").read_text())
+            data_dir = (config.parent / data["node"].get("data_dir", "data")).resolve()
+            self.nodes.append(
+                NodeInfo(name, data["api"]["listen"], pid, data_dir, name in consenting)
+            )
+        self.remember_pids()
+
+    def remember_pids(self) -> None:
+        """Note every process of every node (the sandbox zygote and workers are children),
+        so that stop() can make sure none is left."""
+        for node in self.nodes:
+            try:
+                proc = psutil.Process(node.pid)
+                for p in [proc, *proc.children(recursive=True)]:
+                    self._seen[p.pid] = p.create_time()
+            except psutil.Error:
+                continue
+
+    def identity(self, node: NodeInfo, client: int) -> Path:
+        """A doctor of the node's institution (doctor1 / doctor2 alternate)."""
+        return self.root / "identities" / f"{node.name}-doctor{1 + client % 2}"
+
+    def heights(self) -> dict[str, int]:
+        out = {}
+        for node in self.nodes:
+            with Client(node.api, timeout_s=10) as client:
+                out[node.name] = client.status().height
+        return out
+
+    def roles(self) -> dict[str, str]:
+        """Each node's Raft role now (leader / follower / observer ...)."""
+        out = {}
+        for node in self.nodes:
+            with Client(node.api, timeout_s=10) as client:
+                out[node.name] = client.status().role
+        return out
+
+    def count_valid(self, node: NodeInfo, after: int, upto: int) -> int:
+        """Transactions with code VALID in blocks after..upto of one node."""
+        count = 0
+        with Client(node.api, timeout_s=30) as client:
+            for height in range(after + 1, upto + 1):
+                info = client.block(height)
+                count += sum(1 for r in info.results.results if r.code == VALID)
+        return count
+
+    def wait_height(self, node: NodeInfo, height: int, timeout_s: float) -> int:
+        deadline = time.monotonic() + timeout_s
+        with Client(node.api, timeout_s=10) as client:
+            while True:
+                current = int(client.status().height)
+                if current >= height or time.monotonic() > deadline:
+                    return current
+                time.sleep(0.1)
+
+    def stop(self) -> dict[str, str]:
+        """SIGTERM every node (localnet.down), then SIGKILL any process of theirs still
+        alive. Safe to call when start() failed half-way."""
+        result: dict[str, str] = {}
+        self.remember_pids()
+        if (self.root / "run").exists():
+            try:
+                result = localnet.down(self.root)
+            except (OSError, ValueError) as exc:
+                result = {"error": str(exc)}
+        for pid, created in sorted(self._seen.items()):
+            try:
+                proc = psutil.Process(pid)
+                # The same pid and start time: still ours, not a reused pid.
+                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                    os.kill(pid, signal.SIGKILL)
+                    result[f"pid {pid}"] = "killed (left over)"
+            except (psutil.Error, ProcessLookupError):
+                continue
+        return result
+
+
+def node_error(exc: BaseException) -> str:
+    if isinstance(exc, ClientError | RuntimeError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,132 @@
+"""One round on a running consortium: plans for the clients, the timed window, the
+count on every consenter, and the row of numbers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.sdk.client import Client, Identity
+from node.tx import tx_id_of
+from perf.suite.clients import ClientPool
+from perf.suite.config import Round
+from perf.suite.consortium import Consortium
+from perf.suite.monitor import Monitor, dir_bytes
+from perf.suite.schedule import client_schedule
+from perf.suite.stats import round_row
+from perf.suite.worker import Plan
+from perf.suite.workloads import preload_key
+
+COMMITTED = 2  # medledger.v1.TxStatus.COMMITTED
+SIGN_S_PER_TX = 100e-6  # a generous bound on signing, for the ready timeout
+
+
+@dataclass
+class RunContext:
+    consortium: Consortium
+    monitor: Monitor
+    pool: ClientPool
+    origin: float  # time.monotonic() when the run started (chart's zero)
+    profile_round: str = ""  # py-spy records the first node during this round
+    profile_dir: Path | None = None
+    profile_gil: bool = False  # py-spy --gil: only the thread holding the GIL
+    preloaded: set[str] = field(default_factory=set)
+
+
+def preload(ctx: RunContext, rnd: Round) -> None:
+    """Keys for the query mix, written and committed before the timed window (so that
+    none of their commits falls in the round's blocks)."""
+    node = ctx.consortium.nodes[0]
+    identity = Identity.load(ctx.consortium.identity(node, 0))
+    with Client(node.api, timeout_s=60) as client:
+        raws = [
+            client.build(identity, "kv", "put", {"key": preload_key(i), "value": i})
+            for i in range(rnd.preload_keys)
+        ]
+        chunks = [raws[start : start + 500] for start in range(0, len(raws), 500)]
+        for chunk in chunks:
+            client.submit_batch(chunk)
+        deadline = time.monotonic() + 60
+        for chunk in chunks:
+            tx_id = tx_id_of(chunk[-1])
+            while client.transaction(tx_id).status != COMMITTED:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the query mix's preloaded keys did not commit in 60 s")
+                time.sleep(0.05)
+
+
+def _profiler(ctx: RunContext, rnd: Round) -> subprocess.Popen[bytes] | None:
+    if rnd.label != ctx.profile_round or ctx.profile_dir is None:
+        return None
+    node = ctx.consortium.nodes[0]
+    stem = ctx.profile_dir / f"profile-{rnd.label.replace('#', '-')}"
+    venv_spy = Path(sys.executable).parent / "py-spy"
+    spy = str(venv_spy) if venv_spy.exists() else "py-spy"
+    # --nonblocking: sample without pausing the node, so latency is not distorted.
+    with open(f"{stem}.log", "wb") as log:
+        return subprocess.Popen(
+            [
+                spy, "record", "--pid", str(node.pid), "--format", "raw", "--rate", "100",
+                "--duration", str(int(rnd.duration_s)), "--output", f"{stem}.txt",
+                "--subprocesses", "--threads", "--nonblocking",
+                *(["--gil"] if ctx.profile_gil else []),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
+    consortium = ctx.consortium
+    if rnd.workload == "query" and "query" not in ctx.preloaded:
+        preload(ctx, rnd)
+        ctx.preloaded.add("query")
+    tag = f"{rnd.label}-{uuid.uuid4().hex[:8]}"
+    nodes = consortium.nodes
+    plans = [
+        Plan(rnd, i, nodes[i % len(nodes)].api, consortium.identity(nodes[i % len(nodes)], i), tag)
+        for i in range(rnd.clients)
+    ]
+    before = consortium.heights()
+    bytes_before = {n.name: dir_bytes(n.data_dir) for n in nodes}
+    count = sum(len(client_schedule(rnd, i).offsets) for i in range(rnd.clients))
+    ctx.pool.prepare(plans, timeout_s=60 + count * SIGN_S_PER_TX * 2)
+    consortium.remember_pids()
+    t0 = time.monotonic() + 0.5
+    start_sample = ctx.monitor.sample()
+    profiler = _profiler(ctx, rnd)
+    try:
+        results = ctx.pool.go(t0, timeout_s=rnd.duration_s + rnd.drain_s + 60)
+        end_sample = ctx.monitor.sample()
+        if profiler is not None:
+            profiler.wait(timeout=30)
+    finally:
+        if profiler is not None and profiler.poll() is None:
+            profiler.kill()
+            profiler.wait()
+    after = consortium.heights()
+    top = max(after.values())
+    committed: dict[str, int] = {}
+    for node in nodes:
+        if node.consenter:
+            reached = consortium.wait_height(node, top, timeout_s=rnd.drain_s)
+            committed[node.name] = consortium.count_valid(node, before[node.name], reached)
+    bytes_after = {n.name: dir_bytes(n.data_dir) for n in nodes}
+    samples = ctx.monitor.between(start_sample.t, end_sample.t)
+    row = round_row(
+        rnd,
+        results,
+        committed,
+        samples,
+        {k: bytes_after[k] - bytes_before[k] for k in bytes_after},
+        ctx.origin,
+    )
+    row["window"] = [round(t0 - ctx.origin, 2), round(end_sample.t - ctx.origin, 2)]
+    row["heights"] = {n: [before[n], after[n]] for n in after}
+    row["roles"] = consortium.roles()
+    return row

@@ -1,0 +1,74 @@
+"""The performance suite end to end on a real one-node consortium: a tiny round must
+produce a complete report (issue 9). The full short run is behind `-m slow`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from perf.suite import config
+from perf.suite.run import main
+
+SUITE = Path(__file__).resolve().parents[2] / "perf" / "suite"
+FIELDS = (
+    "workload",
+    "consenters",
+    "submit",
+    "send_rate",
+    "throughput",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "success",
+    "fail",
+    "cpu_s_per_tx",
+    "rss_mb",
+    "ledger_bytes_per_tx",
+)
+
+
+def _report(out: Path) -> dict:  # type: ignore[type-arg]
+    [path] = out.glob("suite-*.json")
+    assert path.with_suffix(".md").exists() and path.with_suffix(".png").exists()
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def test_every_config_file_parses() -> None:
+    for path in SUITE.glob("*.toml"):
+        assert config.load(path).rounds, path
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[round]]\nname = "x"\nworkload = "kv"\nsubmit = "carrier-pigeon"\n')
+    with pytest.raises(config.ConfigError, match="submit must be one of"):
+        config.load(bad)
+
+
+@pytest.mark.timeout(60)
+def test_tiny_round_reports_every_field(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    assert main(["--config", str(SUITE / "tiny.toml"), "--out", str(out)]) == 0
+    doc = _report(out)
+    assert doc["machine"]["cores"] >= 1 and doc["command"].startswith("python -m perf.suite")
+    assert [r["submit"] for r in doc["rounds"]] == ["stream", "unary"]
+    for row in doc["rounds"]:
+        missing = [f for f in FIELDS if f not in row]
+        assert not missing, missing
+        assert row["success"] > 0 and row["throughput"] > 0
+        assert set(row["cpu_s_per_tx"]) == set(row["rss_mb"]) == {"hosp1"}
+    assert doc["rounds"][0]["success"] == 400
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_short_run_stream_round_has_no_failures(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    assert main(["--config", str(SUITE / "short.toml"), "--out", str(out)]) == 0
+    doc = _report(out)
+    stream = next(r for r in doc["rounds"] if r["round"] == "kv-stream")
+    assert stream["fail"] == 0 and stream["success"] > 0
+    assert any("referral" in note for note in doc["skipped"])
