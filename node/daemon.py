@@ -183,6 +183,13 @@ class Node:
             self.replication = Observer(self.core, genesis, network)
         self.core.commit_listeners.append(self._observe_commit)
 
+    async def _sample_metrics(self) -> None:
+        while True:
+            self.metrics.peers.set(len(self.network.peers()))
+            self.metrics.mempool_size.set(len(self.core.mempool))
+            self.metrics.set_role(self.role)
+            await trio.sleep(1.0)
+
     def stop(self) -> None:
         """Stop as on SIGTERM (trio thread)."""
         self._stop.set()
@@ -307,6 +314,7 @@ class Node:
             )
             self.notifier.ready(self.status_line())
             nursery.start_soon(watchdog, self.notifier, self.status_line)
+            nursery.start_soon(self._sample_metrics)
             task_status.started(port)
             await self._stop.wait()
             self.notifier.stopping()
