@@ -70,7 +70,7 @@ class NodeCore:
     # -- admission (gRPC threads) --------------------------------------------------------
 
     def submit(
-        self, raw: bytes, now_ms: int, wait: bool = False
+        self, raw: bytes, now_ms: int, wait: bool = False, local: bool = True
     ) -> tuple[TxOutcome, concurrent.futures.Future[TxOutcome] | None]:
         """Admission checks, then the mempool. Never raises: a refusal is an outcome with
         status INVALID and the specific code."""
@@ -88,15 +88,15 @@ class NodeCore:
                     f"(code {TxCode(location.code).name})",
                 )
             identity = self.checker.check(tx, now_ms)
-            return self._enqueue(tx, identity.institution, now_ms, wait)
+            return self._enqueue(tx, identity.institution, now_ms, wait, local)
         except Rejection as rej:
             log.debug("tx_rejected", code=rej.code.name, reason=rej.message)
             return TxOutcome(tx_id, TxStatus.INVALID, rej.code, rej.message), None
 
     def _enqueue(
-        self, tx: ParsedTx, institution: str, now_ms: int, wait: bool
+        self, tx: ParsedTx, institution: str, now_ms: int, wait: bool, local: bool
     ) -> tuple[TxOutcome, concurrent.futures.Future[TxOutcome] | None]:
-        pending = PendingTx(tx.tx_id, tx.raw, institution, tx.body.expires_at_ms, now_ms)
+        pending = PendingTx(tx.tx_id, tx.raw, institution, tx.body.expires_at_ms, now_ms, local)
         with self.lock:
             if self.closing:
                 raise Rejection(TxCode.SHUTTING_DOWN, "node is shutting down; submit elsewhere")
@@ -115,11 +115,11 @@ class NodeCore:
             self.wake_orderer()
         return TxOutcome(tx.tx_id, TxStatus.PENDING, TxCode.VALID), future
 
-    def pending(self, limit: int) -> list[tuple[bytes, bytes]]:
+    def pending(self, limit: int, local_only: bool = False) -> list[tuple[bytes, bytes]]:
         """(tx id, bytes) of up to `limit` of the oldest pending transactions, left in the
-        mempool (for forwarding to the leader)."""
+        mempool (for forwarding to the leader, or gossip of what this node admitted)."""
         with self.lock:
-            return self.mempool.peek(limit)
+            return self.mempool.peek(limit, local_only)
 
     def expire(self, now_ms: int) -> None:
         """Drop pending transactions that expired, answering their waiters."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import trio
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from medledger.v1 import p2p_pb2
 
 from node import logs
 from node.api import server as api_server
@@ -33,6 +34,9 @@ from node.execution.sandbox import SandboxEngine, Zygote
 from node.faults import GatedNetwork
 from node.genesis import Genesis
 from node.genesis import load as load_genesis
+from node.gossip import BLOCKS as GOSSIP_BLOCKS
+from node.gossip import TXS as GOSSIP_TXS
+from node.gossip import Gossip
 from node.ledger.kvstore import LevelDBKV
 from node.ledger.ledger import BlockWrite, Ledger, LedgerError
 from node.libp2p_network import Libp2pNetwork, Peer
@@ -51,6 +55,8 @@ if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = structlog.get_logger("medledger.node")
+
+GOSSIP_BATCH = 100
 
 
 def now_ms() -> int:
@@ -164,6 +170,7 @@ class Node:
         self.notifier = notifier or Notifier()
         self.metrics = Metrics()
         self.halted: Exception | None = None
+        self.gossip: Gossip | None = None
         self._root: trio.CancelScope | None = None
         self._stop = trio.Event()
         genesis, config = services.genesis, services.config
@@ -182,6 +189,35 @@ class Node:
         else:
             self.replication = Observer(self.core, genesis, network)
         self.core.commit_listeners.append(self._observe_commit)
+
+    async def on_gossip(self, topic: str, peer: str, data: bytes) -> None:
+        if topic == GOSSIP_TXS:
+            now = int(time.time() * 1000)
+            for raw in p2p_pb2.TxForward.FromString(data).txs:
+                self.core.submit(raw, now, local=False)  # duplicates are refused, cheaply
+        else:
+            announce = p2p_pb2.BlockAnnounce.FromString(data)
+            if isinstance(self.replication, Observer):
+                self.replication.syncer.announced(announce.height)
+
+    async def _gossip_txs(self) -> None:
+        """Spread what this node admitted in batches of 100+ (or every half second)."""
+        sent: dict[bytes, None] = {}
+        waited = 0.0
+        while self.gossip is not None:
+            await trio.sleep(0.1)
+            waited += 0.1
+            fresh = [(t, r) for t, r in self.core.pending(2000, local_only=True) if t not in sent]
+            if not fresh or (len(fresh) < GOSSIP_BATCH and waited < 0.5):
+                continue
+            waited = 0.0
+            for tx_id, _ in fresh:
+                sent[tx_id] = None
+            while len(sent) > 100_000:
+                sent.pop(next(iter(sent)))
+            payload = p2p_pb2.TxForward(txs=[r for _, r in fresh]).SerializeToString()
+            if not await self.gossip.publish(GOSSIP_TXS, payload):
+                self.metrics.gossip_drops.inc()
 
     async def _sample_metrics(self) -> None:
         while True:
@@ -315,6 +351,13 @@ class Node:
             self.notifier.ready(self.status_line())
             nursery.start_soon(watchdog, self.notifier, self.status_line)
             nursery.start_soon(self._sample_metrics)
+            if self.gossip is not None:
+                gossip = self.gossip
+                nursery.start_soon(self._gossip_txs)
+                if isinstance(self.replication, Consenter):
+                    self.replication.voter.announce = lambda payload: nursery.start_soon(
+                        gossip.publish, GOSSIP_BLOCKS, payload
+                    )
             task_status.started(port)
             await self._stop.wait()
             self.notifier.stopping()
@@ -340,7 +383,11 @@ async def serve(
     network = open_network(services)
     async with trio.open_nursery() as nursery:
         await nursery.start(network.run)
-        await Node(services, network).run(task_status=task_status)
+        node = Node(services, network)
+        gossip = Gossip(network, node.on_gossip)
+        await nursery.start(gossip.run)
+        node.gossip = gossip
+        await node.run(task_status=task_status)
         nursery.cancel_scope.cancel()
 
 

@@ -21,6 +21,7 @@ class PendingTx:
     institution: str
     expires_at_ms: int
     received_ms: int
+    local: bool = True  # admitted through this node's API (not forwarded or gossiped)
 
 
 @dataclass(frozen=True)
@@ -114,13 +115,14 @@ class Mempool:
             self.remove(tx_id)
         return batch, expired
 
-    def peek(self, limit: int) -> list[tuple[bytes, bytes]]:
+    def peek(self, limit: int, local_only: bool = False) -> list[tuple[bytes, bytes]]:
         """The oldest `limit` pending transactions as (tx id, bytes), left in place."""
         out: list[tuple[bytes, bytes]] = []
         for tx in self._txs.values():
             if len(out) >= limit:
                 break
-            out.append((tx.tx_id, tx.raw))
+            if tx.local or not local_only:
+                out.append((tx.tx_id, tx.raw))
         return out
 
     def drop_expired(self, now_ms: int) -> list[PendingTx]:

@@ -83,13 +83,17 @@ class BlockSyncer:
         self._wake = trio.Event()
         network.handle(ANNOUNCE, self._on_announce)
 
+    def announced(self, height: int) -> None:
+        """A block above our tip exists (direct announcement or gossip): sync now."""
+        if height > self.core.ledger.tip.height:
+            self._wake.set()
+
     async def _on_announce(self, peer: str, payload: bytes) -> bytes | None:
         try:
             announce = p2p_pb2.BlockAnnounce.FromString(payload)
         except ValueError:
             return None
-        if announce.height > self.core.ledger.tip.height:
-            self._wake.set()
+        self.announced(announce.height)
         return None
 
     async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -107,6 +107,6 @@ class Forwarder:
         now = now_ms()
         codes = []
         for raw in forward.txs[: MAX_FORWARD * 2]:
-            outcome, _ = self.core.submit(raw, now)
+            outcome, _ = self.core.submit(raw, now, local=False)
             codes.append(int(outcome.code))
         return p2p_pb2.TxForwardReply(codes=codes, leader=leader).SerializeToString()

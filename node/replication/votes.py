@@ -51,6 +51,8 @@ class CommitVoter:
         self.observers = observers
         self.on_diverged = on_diverged
         self.bad_votes = 0
+        # Also tells observers by gossip (set by the node when gossip runs).
+        self.announce: Callable[[bytes], None] = lambda payload: None
         self._send, self._receive = trio.open_memory_channel[tuple[int, bytes]](10_000)
         self._token: trio.lowlevel.TrioToken | None = None
         network.handle(VOTE, self._on_vote)
@@ -100,3 +102,4 @@ class CommitVoter:
         ).SerializeToString()
         for peer in self.observers:
             self.network.send(peer, ANNOUNCE, announce)
+        self.announce(announce)

@@ -3,48 +3,16 @@ malformed frames (issue 4). Hosts run in this process on 127.0.0.1, ports chosen
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import pytest
 import trio
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from p2p_helpers import listen_of, make_peers, running, wait_until
 
 from node.libp2p_network import FrameError, FrameReader, Libp2pNetwork, Peer, frame
 from node.localnet import free_base_port
 from node.net import NetworkError
-from node.provisioning import libp2p_peer_id
 
 PROTO = "/medledger/test/1"
-
-
-def make_peers(names: list[str]) -> tuple[dict[str, Peer], dict[str, ed25519.Ed25519PrivateKey]]:
-    base = free_base_port(count=len(names))
-    keys = {n: ed25519.Ed25519PrivateKey.generate() for n in names}
-    peers = {}
-    for i, n in enumerate(names):
-        pid = libp2p_peer_id(keys[n].public_key())
-        peers[n] = Peer(n, pid, f"/ip4/127.0.0.1/tcp/{base + i}/p2p/{pid}")
-    return peers, keys
-
-
-@asynccontextmanager
-async def running(*networks: Libp2pNetwork) -> AsyncIterator[trio.Nursery]:
-    async with trio.open_nursery() as nursery:
-        for net in networks:
-            await nursery.start(net.run)
-        yield nursery
-        nursery.cancel_scope.cancel()
-
-
-def listen_of(peer: Peer) -> str:
-    return peer.address.split("/p2p/")[0]
-
-
-async def wait_until(predicate: object, timeout_s: float = 20) -> None:
-    with trio.fail_after(timeout_s):
-        while not predicate():  # type: ignore[operator]
-            await trio.sleep(0.02)
 
 
 def test_frame_reader_is_sans_io() -> None:
