@@ -222,6 +222,9 @@ class Node:
     async def _sample_metrics(self) -> None:
         while True:
             self.metrics.peers.set(len(self.network.peers()))
+            self.metrics.sandbox_workers.set(
+                sum(e.worker_pid is not None for e in self.services.engines)
+            )
             self.metrics.mempool_size.set(len(self.core.mempool))
             self.metrics.set_role(self.role)
             await trio.sleep(1.0)

@@ -213,6 +213,7 @@ class Libp2pNetwork:
     async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         from multiaddr import Multiaddr
 
+        _refuse_taken_port(self.listen)
         self.host.get_network().register_notifee(_gatekeeper(self))
         async with (
             self.host.run(listen_addrs=[Multiaddr(self.listen)]),
@@ -296,6 +297,22 @@ class Libp2pNetwork:
             log.warning("peer_refused", peer_id=remote)
             return None
         return name
+
+
+def _refuse_taken_port(listen: str) -> None:
+    """py-libp2p listens with SO_REUSEPORT, so a second node on a taken port would start
+    silently and share it: bind once without it first, and refuse clearly."""
+    import socket
+
+    parts = listen.split("/")
+    if len(parts) < 5 or parts[3] != "tcp":
+        return
+    family = socket.AF_INET6 if parts[1] == "ip6" else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((parts[2], int(parts[4])))
+        except OSError as exc:
+            raise NetworkError(f"p2p.listen {listen} is not free: {exc.strerror}") from exc
 
 
 def _gatekeeper(network: Libp2pNetwork) -> Any:

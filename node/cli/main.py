@@ -459,6 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from node.crypto.keys import KeyFileError
     from node.daemon import StartupError
     from node.execution.sandbox import NondeterministicExecution, SandboxUnavailable
+    from node.net import NetworkError
+    from node.ordering.certificates import Diverged
     from node.genesis import GenesisError
     from node.ledger.kvstore import StoreError
     from node.ledger.ledger import LedgerError
