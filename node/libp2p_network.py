@@ -309,6 +309,9 @@ def _refuse_taken_port(listen: str) -> None:
         return
     family = socket.AF_INET6 if parts[1] == "ip6" else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR (not REUSEPORT): connections of a previous run of this node in
+        # TIME_WAIT do not count; a live listener does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((parts[2], int(parts[4])))
         except OSError as exc:

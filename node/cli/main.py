@@ -459,11 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from node.crypto.keys import KeyFileError
     from node.daemon import StartupError
     from node.execution.sandbox import NondeterministicExecution, SandboxUnavailable
-    from node.net import NetworkError
-    from node.ordering.certificates import Diverged
     from node.genesis import GenesisError
     from node.ledger.kvstore import StoreError
     from node.ledger.ledger import LedgerError
+    from node.net import NetworkError
+    from node.ordering.certificates import Diverged
     from node.sdk.client import ClientError
 
     try:
@@ -478,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ApiError,
         NondeterministicExecution,
         SandboxUnavailable,
+        NetworkError,
+        Diverged,
     ) as exc:
         _log_fatal(exc)
         return 1
