@@ -226,11 +226,13 @@ class NodeCore:
                     outcomes.append(
                         (futures, TxOutcome(tx_id, status, code, message, write.height))
                     )
+        # Listeners (metrics, votes) first: a client told "committed" then finds the
+        # node's metrics and streams already showing the block.
+        for listener in self.commit_listeners:
+            listener(write, latencies)
         for futures, outcome in outcomes:
             for future in futures:
                 future.set_result(outcome)
-        for listener in self.commit_listeners:
-            listener(write, latencies)
         with self.new_block:
             self.new_block.notify_all()
 

@@ -1,0 +1,1 @@
+"""Raft-only benchmark: MedLedger Raft against PySyncObj (see README.md)."""
