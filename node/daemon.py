@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from node import logs
 from node.api import server as api_server
 from node.api.gateway import Gateway
 from node.chain import build_executor, sandbox_engine
+from node.clock import now_ms
 from node.codes import TxCode
 from node.config import NodeConfig
 from node.core import NodeCore
@@ -57,10 +57,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("medledger.node")
 
 GOSSIP_BATCH = 100
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class StartupError(Exception):
@@ -192,7 +188,7 @@ class Node:
 
     async def on_gossip(self, topic: str, peer: str, data: bytes) -> None:
         if topic == GOSSIP_TXS:
-            now = int(time.time() * 1000)
+            now = now_ms()
             for raw in p2p_pb2.TxForward.FromString(data).txs:
                 self.core.submit(raw, now, local=False)  # duplicates are refused, cheaply
         else:

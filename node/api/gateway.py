@@ -9,21 +9,17 @@ the one thing they ask of the trio loop (waking the orderer) goes through
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from collections.abc import Callable, Iterator
 
 import grpc
 from medledger.v1 import gateway_pb2, gateway_pb2_grpc, ledger_pb2
 
 import node
+from node.clock import now_ms
 from node.codes import TxCode, TxStatus
 from node.core import NodeCore, TxOutcome
 from node.crypto.hashing import sha256
 from node.tx import Rejection, parse
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _response(outcome: TxOutcome) -> gateway_pb2.SubmitResponse:

@@ -21,6 +21,7 @@ import structlog
 import trio
 from medledger.v1 import ledger_pb2
 
+from node.clock import now_ms
 from node.consensus import (
     Entry,
     EntryKind,
@@ -53,10 +54,6 @@ ROLE_NAMES = {
     Role.CANDIDATE: "candidate",
     Role.PRE_CANDIDATE: "candidate",
 }
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class RaftOrderer:

@@ -11,7 +11,6 @@ was compacted past it uses the same protocol to catch up before Raft resumes.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ import structlog
 import trio
 from medledger.v1 import ledger_pb2, p2p_pb2
 
+from node.clock import now_ms
 from node.core import NodeCore
 from node.crypto.hashing import sha256
 from node.net import ANNOUNCE, SYNC, NetworkError, PeerNetwork
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("medledger.sync")
 
 MAX_BLOCKS = 64
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class BlockSyncServer:

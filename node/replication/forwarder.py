@@ -9,7 +9,6 @@ commits anything twice.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ import structlog
 import trio
 from medledger.v1 import p2p_pb2
 
+from node.clock import now_ms
 from node.codes import RETRYABLE_CODES, TxCode
 from node.core import NodeCore
 from node.net import TX, NetworkError, PeerNetwork
@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("medledger.forward")
 
 MAX_FORWARD = 500
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Forwarder:
