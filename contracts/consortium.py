@@ -337,20 +337,25 @@ def revoke(ctx, identity, reason=""):
 # -- encryption-key registry ----------------------------------------------------------
 
 
-def _check_key_args(public_key, suite, signature):
+def _check_key_args(public_key, suite, signature, certificate):
     _check_text(public_key, "public_key", MAX_KEY_TEXT)
     _check_text(signature, "signature", MAX_KEY_TEXT)
+    if not isinstance(certificate, str) or len(certificate) > MAX_KEY_TEXT:
+        raise ValueError(
+            f"certificate must be base64 DER text of at most {MAX_KEY_TEXT} characters"
+        )
     if suite not in KEY_SUITES:
         raise ValueError(f"suite must be one of {sorted(KEY_SUITES)}")
 
 
-def _store_key(ctx, version, public_key, suite, signature):
+def _store_key(ctx, version, public_key, suite, signature, certificate):
     record = {
         "identity": ctx.caller.identity,
         "version": version,
         "public_key": public_key,
         "suite": suite,
         "signature": signature,
+        "certificate": certificate,
         "registered_at": ctx.block_time,
     }
     ctx.put("enckey/" + ctx.caller.identity, record)
@@ -360,25 +365,26 @@ def _store_key(ctx, version, public_key, suite, signature):
     return record
 
 
-def register_key(ctx, public_key, suite, signature):
-    """The caller's first HPKE public key (base64 text), signed by its certificate key."""
+def register_key(ctx, public_key, suite, signature, certificate=""):
+    """The caller's first HPKE public key (base64 text), signed by its certificate key;
+    `certificate` (base64 DER) lets any client check the signature (node/sdk/identity_keys)."""
     _known_caller(ctx)
-    _check_key_args(public_key, suite, signature)
+    _check_key_args(public_key, suite, signature, certificate)
     if ctx.get("enckey/" + ctx.caller.identity) is not None:
         raise ValueError("a key is already registered for this identity; use rotate_key")
-    return _store_key(ctx, 1, public_key, suite, signature)
+    return _store_key(ctx, 1, public_key, suite, signature, certificate)
 
 
-def rotate_key(ctx, public_key, suite, signature):
+def rotate_key(ctx, public_key, suite, signature, certificate=""):
     """A new key version for the caller; records stay owned by the identity."""
     _known_caller(ctx)
-    _check_key_args(public_key, suite, signature)
+    _check_key_args(public_key, suite, signature, certificate)
     current = ctx.get("enckey/" + ctx.caller.identity)
     if current is None:
         raise ValueError("no key registered for this identity; use register_key")
     if current["public_key"] == public_key:
         raise ValueError("the new key is the current key")
-    return _store_key(ctx, current["version"] + 1, public_key, suite, signature)
+    return _store_key(ctx, current["version"] + 1, public_key, suite, signature, certificate)
 
 
 # -- queries --------------------------------------------------------------------------

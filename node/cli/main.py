@@ -448,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run a local network and the example end to end")
     p.add_argument("--keep", metavar="DIR", help="leave the network's data and logs in DIR")
     p.set_defaults(handler=cmd_demo)
+
+    # Business verbs live in their own modules; each adds its sub-commands here.
+    from node.cli import consortium_cmds, records_cmds, referral_cmds
+
+    for module in (records_cmds, consortium_cmds, referral_cmds):
+        module.add_commands(sub, _node_opts)
     return parser
 
 

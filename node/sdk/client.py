@@ -8,6 +8,7 @@ with Client("127.0.0.1:7050") as client:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -33,6 +34,12 @@ class Identity:
     name: str
     key: keys.PrivateKey
     certificate_der: bytes
+    folder: Path | None = None
+
+    @property
+    def id(self) -> str:
+        """The on-chain identity: hex SHA-256 of the certificate (DER)."""
+        return hashlib.sha256(self.certificate_der).hexdigest()
 
     @classmethod
     def load(cls, folder: str | Path) -> Identity:
@@ -47,7 +54,15 @@ class Identity:
             key = keys.load_private(path / "key.pem")
         except keys.KeyFileError as exc:
             raise ClientError(str(exc)) from exc
-        return cls(path.name, key, load_pem_certificate_der(cert))
+        return cls(path.name, key, load_pem_certificate_der(cert), path)
+
+
+class TxFailed(ClientError):
+    """A transaction that was refused or committed with a non-VALID code."""
+
+    def __init__(self, result: SubmitResult) -> None:
+        super().__init__(f"{result.status}: {result.code}: {result.message}")
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -218,6 +233,46 @@ class Client:
                 yield [submit_result(r) for r in resp.responses]
         except grpc.RpcError as exc:
             raise ClientError(f"submit stream ended: {exc.details()}") from exc
+
+    def call(
+        self, identity: Identity, contract: str, function: str, args: Mapping[str, Any]
+    ) -> Any:
+        """Submit, wait for the commit, and return the function's result; raises
+        TxFailed with the code and message when it is not committed as VALID."""
+        res = self.submit(identity, contract, function, args, wait=True)
+        return self.result_of(res)
+
+    def result_of(self, res: SubmitResult) -> Any:
+        if res.status != "committed" or res.code != "VALID":
+            raise TxFailed(res)
+        info = self.transaction(bytes.fromhex(res.tx_id))
+        return json.loads(info.result) if info.result else None
+
+    def submit_all(self, raws: list[bytes], timeout_s: float = 60.0) -> list[SubmitResult]:
+        """Submit a batch, then wait until each is committed or refused (in order)."""
+        admitted = self.submit_batch(raws)
+        return [self.wait_for(r, timeout_s) for r in admitted]
+
+    def wait_for(self, res: SubmitResult, timeout_s: float = 60.0) -> SubmitResult:
+        """Poll until a pending transaction is committed or invalid, with a deadline."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        while res.status == "pending":
+            if time.monotonic() > deadline:
+                raise ClientError(
+                    f"transaction {res.tx_id[:16]}… still pending after {timeout_s} s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+            info = self.transaction(bytes.fromhex(res.tx_id))
+            res = SubmitResult(
+                res.tx_id,
+                TxStatus(info.status).name.lower(),
+                TxCode(info.code).name,
+                info.message,
+                info.height,
+            )
+        return res
 
     def query(
         self, identity: Identity, contract: str, function: str, args: Mapping[str, Any]
