@@ -423,6 +423,13 @@ def get_identity(ctx, identity):
     return {"identity": identity, "registration": record, "revoked": revoked is not None}
 
 
+def get_patient(ctx, pseudonym):
+    """A patient's registration by pseudonym (its identity, to wrap record keys for)."""
+    _known_caller(ctx)
+    _check_pseudonym(pseudonym)
+    return ctx.get("patient/" + pseudonym)
+
+
 def get_key(ctx, identity, version=0):
     """The current key (version 0) or a given version of an identity's key."""
     _check_identity(identity)

@@ -74,6 +74,9 @@ class TestingSection:
     # Fault injection through the admin socket (network gates, forced divergence), for
     # the project's own tests. Never enable it on a production node.
     fault_injection: bool = False
+    # Append every payload this node sends to its peers (before Noise encrypts it) to
+    # this file, for the privacy tests that look for patient data on the wire.
+    p2p_capture: str = ""
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,9 @@ from node.ops.admin import serve_admin
 from node.ops.admin import socket_path as admin_socket_path
 from node.ops.metrics import Metrics, serve_http
 from node.ops.systemd import Notifier
+from node.records.vault import Vault
 from node.replication.roles import Consenter, Observer
+from node.vault_service import VaultService
 
 if TYPE_CHECKING:
     # trio-typing (a libp2p dependency) installs trio-stubs, which mypy prefers to
@@ -122,12 +124,15 @@ def recover(ledger: Ledger, executor: BlockExecutor) -> None:
 async def serve_api(
     gateway: Gateway,
     services: Services,
+    vault: VaultService | None = None,
     task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The gRPC server as a task: it serves from `started` until cancelled, then answers
     every waiter and stops, waiting for its handler threads (before the ledger closes)."""
     config = services.config
-    api = await trio.to_thread.run_sync(api_server.start, gateway, config.api, config.resolve)
+    api = await trio.to_thread.run_sync(
+        api_server.start, gateway, config.api, config.resolve, vault
+    )
     try:
         task_status.started(api.port)
         await trio.sleep_forever()
@@ -185,6 +190,8 @@ class Node:
         else:
             self.replication = Observer(self.core, genesis, network)
         self.core.commit_listeners.append(self._observe_commit)
+        data_dir = config.resolve(config.node.data_dir)
+        self.vault = VaultService(self.core, Vault.in_data_dir(data_dir), network, now_ms)
 
     async def on_gossip(self, topic: str, peer: str, data: bytes) -> None:
         if topic == GOSSIP_TXS:
@@ -317,6 +324,7 @@ class Node:
         services, core = self.services, self.core
         config = services.config
         token = trio.lowlevel.current_trio_token()
+        self.vault.token = token
         core.wake_orderer = lambda: token.run_sync_soon(self.replication.wake)
         gateway = Gateway(
             core,
@@ -335,7 +343,8 @@ class Node:
             if handle_signals:
                 nursery.start_soon(self._signals)
             await nursery.start(self.replication.run)
-            port = await nursery.start(serve_api, gateway, services)
+            nursery.start_soon(self.vault.run)
+            port = await nursery.start(serve_api, gateway, services, self.vault)
             if config.metrics.listen:
                 await nursery.start(serve_http, config.metrics.listen, self.metrics, self.healthy)
             data_dir = config.resolve(config.node.data_dir)
@@ -400,11 +409,27 @@ def open_network(services: Services) -> Libp2pNetwork:
     }
     mine = peers.get(config.node.name)
     network = Libp2pNetwork(config.node.name, key, config.p2p.listen, peers, config.p2p.psk)
+    if config.testing.p2p_capture:
+        network.tap = capture_to(config.resolve(config.testing.p2p_capture))
     if mine is None or mine.peer_id != network.peer_id:
         raise StartupError(
             f"p2p.key of {config.node.name} does not match the peer id in the genesis block"
         )
     return network
+
+
+def capture_to(path: Path) -> Callable[[str, str, bytes], None]:
+    """The testing.p2p_capture tap: every outgoing payload, length-prefixed, appended."""
+    log.warning("p2p_capture_enabled", path=str(path), note="test-only; never in production")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    capture = path.open("ab")
+
+    def tap(peer: str, protocol: str, payload: bytes) -> None:
+        head = f"{peer} {protocol} {len(payload)}\n".encode()
+        capture.write(head + payload + b"\n")
+        capture.flush()
+
+    return tap
 
 
 def run(config: NodeConfig, zygote: Zygote) -> None:

@@ -102,6 +102,8 @@ class Gossip:
     async def publish(self, topic: str, data: bytes) -> bool:
         if self._pubsub is None:
             return False
+        if self.network.tap is not None:
+            self.network.tap("*", topic, data)
         try:
             await self._pubsub.publish(topic, data)
         except Exception as exc:

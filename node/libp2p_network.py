@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -138,6 +138,9 @@ class Libp2pNetwork:
         self.malformed = 0
         self._queues: dict[tuple[str, str], trio.MemorySendChannel[bytes]] = {}
         self._nursery: trio.Nursery | None = None
+        # Test hook (testing.p2p_capture): sees every payload this node sends, before
+        # Noise encrypts it, as (peer, protocol, payload).
+        self.tap: Callable[[str, str, bytes], None] | None = None
 
     # -- PeerNetwork -----------------------------------------------------------------------
 
@@ -151,6 +154,8 @@ class Libp2pNetwork:
                 async for payload in frames(stream, FrameReader()):
                     reply = await handler(peer, payload)
                     if reply is not None:
+                        if self.tap is not None:
+                            self.tap(peer, protocol, reply)
                         await stream.write(frame(reply))
             except FrameError as exc:
                 self.malformed += 1
@@ -167,6 +172,8 @@ class Libp2pNetwork:
     def send(self, peer: str, protocol: str, payload: bytes) -> bool:
         if peer not in self.peers_by_name or self._nursery is None:
             return False
+        if self.tap is not None:
+            self.tap(peer, protocol, payload)
         queue = self._queues.get((peer, protocol))
         if queue is None:
             send, receive = trio.open_memory_channel[bytes](QUEUE_FRAMES)
@@ -182,6 +189,8 @@ class Libp2pNetwork:
         info = self.peers_by_name.get(peer)
         if info is None:
             raise NetworkError(f"{peer} is not a consortium node")
+        if self.tap is not None:
+            self.tap(peer, protocol, payload)
         with trio.move_on_after(timeout_s):
             try:
                 stream = await self._open(info, protocol)

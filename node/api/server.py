@@ -10,12 +10,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from medledger.v1 import gateway_pb2, gateway_pb2_grpc
+from medledger.v1 import gateway_pb2, gateway_pb2_grpc, vault_pb2, vault_pb2_grpc
 
 from node.api.gateway import Gateway
 from node.config import ApiSection
 
 SERVICE = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
+VAULT_SERVICE = vault_pb2.DESCRIPTOR.services_by_name["Vault"].full_name
 MAX_MESSAGE = 64 * 1024 * 1024
 
 
@@ -44,7 +45,12 @@ def _read(path: Path, what: str) -> bytes:
         raise ApiError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
-def start(gateway: Gateway, api: ApiSection, resolve: Callable[[str], Path]) -> ApiServer:
+def start(
+    gateway: Gateway,
+    api: ApiSection,
+    resolve: Callable[[str], Path],
+    vault: vault_pb2_grpc.VaultServicer | None = None,
+) -> ApiServer:
     pool = ThreadPoolExecutor(max_workers=api.max_workers, thread_name_prefix="grpc")
     server = grpc.server(
         pool,
@@ -56,10 +62,14 @@ def start(gateway: Gateway, api: ApiSection, resolve: Callable[[str], Path]) -> 
         maximum_concurrent_rpcs=api.max_workers * 8,
     )
     gateway_pb2_grpc.add_GatewayServicer_to_server(gateway, server)
+    services = [SERVICE]
+    if vault is not None:
+        vault_pb2_grpc.add_VaultServicer_to_server(vault, server)
+        services.append(VAULT_SERVICE)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     if api.tls:
         key = _read(resolve(api.tls_key), "TLS key")
@@ -79,6 +89,6 @@ def start(gateway: Gateway, api: ApiSection, resolve: Callable[[str], Path]) -> 
             f"cannot listen on api.listen = {api.listen!r} (address in use or not local)"
         )
     server.start()
-    for name in ("", SERVICE):
+    for name in ("", *services):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return ApiServer(server, pool, health_servicer, port)
