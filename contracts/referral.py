@@ -636,6 +636,8 @@ def get(ctx, referral_id):
     if me["role"] == "regulator":
         for field in ENCRYPTED_FIELDS:
             ref.pop(field, None)
+        for signature in ref["signatures"].values():
+            signature.pop("opinion_enc", None)
         return ref
     if me["role"] == "patient":
         if me["pseudonym"] != ref["patient"]:

@@ -169,7 +169,8 @@ class Gateway(gateway_pb2_grpc.GatewayServicer):
             results = self.core.ledger.results(height)
             if results is None:
                 continue
-            for result in results.results:
+            # Transactions' events, then the end-of-block sweep's (e.g. referral_fail).
+            for result in [*results.results, results.end_of_block]:
                 for event in result.events:
                     if not request.contract or event.contract == request.contract:
                         yield event

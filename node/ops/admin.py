@@ -34,6 +34,28 @@ def socket_path(data_dir: Path) -> Path:
     return data_dir / "admin.sock"
 
 
+# sun_path holds 108 bytes: a deep data directory would not fit. Longer paths are reached
+# through the folder's open descriptor (/proc/self/fd/N/admin.sock), which stays short
+# and names the same file; the socket still lives in the data directory.
+MAX_SUN_PATH = 100
+
+
+class _Addressable:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> str:
+        if len(os.fsencode(self.path)) <= MAX_SUN_PATH:
+            return str(self.path)
+        self._fd = os.open(self.path.parent, os.O_PATH | os.O_DIRECTORY)
+        return f"/proc/self/fd/{self._fd}/{self.path.name}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+
+
 def _peer_uid(sock: trio.socket.SocketType) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
@@ -48,7 +70,8 @@ async def serve_admin(
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o177)
     try:
-        await sock.bind(str(path))
+        with _Addressable(path) as address:
+            await sock.bind(address)
     finally:
         os.umask(old)
     os.chmod(path, 0o600)
@@ -95,7 +118,8 @@ def call(path: Path, request: dict[str, Any], timeout_s: float = 300) -> dict[st
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout_s)
         try:
-            s.connect(str(path))
+            with _Addressable(path) as address:
+                s.connect(address)
         except OSError as exc:
             raise ConnectionError(
                 f"cannot reach the node's admin socket {path}: {exc.strerror} "

@@ -65,6 +65,15 @@ class TxFailed(ClientError):
         self.result = result
 
 
+class QueryRefused(ClientError):
+    """A query the node ran and refused (e.g. PERMISSION_DENIED): the answer is no."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"query refused: {code}: {message}")
+        self.code = code
+        self.message = message
+
+
 @dataclass(frozen=True)
 class SubmitResult:
     tx_id: str
@@ -282,5 +291,5 @@ class Client:
             self.stub.Query, gateway_pb2.QueryRequest(signed_query=raw)
         )
         if resp.code != int(TxCode.VALID):
-            raise ClientError(f"query refused: {TxCode(resp.code).name}: {resp.message}")
+            raise QueryRefused(TxCode(resp.code).name, resp.message)
         return json.loads(resp.result) if resp.result else None
