@@ -190,7 +190,8 @@ def grant(ctx, grantee, records, purpose, expires_at, grant_id=""):
             _append(ctx, "record_grants/" + record_id, grant_id)
             _log(ctx, "record", record_id, "consent_grant", detail)
     _bump(ctx, "grants")
-    ctx.emit("consent_granted", {"grant": grant_id, "grantee": grantee, "records": records})
+    event = {"grant": grant_id, "grantee": grantee, "records": records, "patient": patient}
+    ctx.emit("consent_granted", event)
     return record
 
 
@@ -217,7 +218,8 @@ def revoke(ctx, grant_id):
         for record_id in record["records"]:
             _log(ctx, "record", record_id, "consent_revoke", detail)
     _bump(ctx, "revocations")
-    ctx.emit("consent_revoked", {"grant": grant_id, "grantee": record["grantee"]})
+    event = {"grant": grant_id, "grantee": record["grantee"], "patient": record["patient"]}
+    ctx.emit("consent_revoked", event)
     return record
 
 

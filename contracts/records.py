@@ -158,7 +158,9 @@ def put(ctx, record_id, patient, content_hash, size, media_type, vault_node):
     _log(ctx, "record", record_id, "put", detail)
     _log(ctx, "patient", patient, "record_put", detail)
     _bump(ctx, "records")
-    ctx.emit("record_put", {"record": record_id, "owner": ctx.caller.identity, "patient": patient})
+    event = {"record": record_id, "owner": ctx.caller.identity, "patient": patient}
+    event["institution"] = me["institution"]
+    ctx.emit("record_put", event)
     return record
 
 
@@ -242,6 +244,8 @@ def access(ctx, record_id, grant="", referral=""):
             "basis": basis,
             "vault_node": record["vault_node"],
             "content_hash": record["content_hash"],
+            "institution": record["owner_institution"],
+            "patient": record["patient"],
         },
     )
     result = {key: record[key] for key in ALLOWED_FIELDS}
@@ -296,6 +300,8 @@ def erase(ctx, record_id):
             "record": record_id,
             "content_hash": record["content_hash"],
             "vault_node": record["vault_node"],
+            "institution": record["owner_institution"],
+            "patient": record["patient"],
         },
     )
     return record

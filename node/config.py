@@ -41,6 +41,9 @@ class ApiSection:
     tls_key: str = ""
     client_ca: str = ""  # PEM bundle of CAs whose client certificates are accepted
     require_client_certificate: bool = False
+    # StreamEvents without a signed request sees every event (metadata of all
+    # institutions): only for a node whose gateway only trusted systems reach.
+    unsigned_events: bool = False
 
 
 @dataclass(frozen=True)

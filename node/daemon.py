@@ -329,6 +329,7 @@ class Node:
         gateway = Gateway(
             core,
             config.api.wait_timeout_ms,
+            unsigned_events=config.api.unsigned_events,
             role=lambda: (
                 self.replication.role,
                 self.replication.leader,

@@ -9,17 +9,24 @@ the one thing they ask of the trio loop (waking the orderer) goes through
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import json
 from collections.abc import Callable, Iterator
 
 import grpc
 from medledger.v1 import gateway_pb2, gateway_pb2_grpc, ledger_pb2
 
 import node
+from node.api.event_filter import event_filter
 from node.clock import now_ms
 from node.codes import TxCode, TxStatus
 from node.core import NodeCore, TxOutcome
 from node.crypto.hashing import sha256
 from node.tx import Rejection, parse
+
+# Responses of the newest blocks kept for StreamBlocks subscribers (and GetBlock); they
+# follow the tip together, so a few suffice (a block may hold 2,000 transactions).
+RECENT_BLOCKS = 8
 
 
 def _response(outcome: TxOutcome) -> gateway_pb2.SubmitResponse:
@@ -39,11 +46,14 @@ class Gateway(gateway_pb2_grpc.GatewayServicer):
         wait_timeout_ms: int,
         role: Callable[[], tuple[str, str, int, list[str]]],
         clock: Callable[[], int] = now_ms,
+        unsigned_events: bool = False,
     ) -> None:
         self.core = core
         self.wait_timeout_ms = wait_timeout_ms
         self.role = role
         self.clock = clock
+        self.unsigned_events = unsigned_events
+        self._recent_blocks: dict[int, gateway_pb2.BlockInfo] = {}
 
     def Submit(
         self, request: gateway_pb2.SubmitRequest, context: grpc.ServicerContext
@@ -120,14 +130,26 @@ class Gateway(gateway_pb2_grpc.GatewayServicer):
         )
 
     def _block_info(self, height: int) -> gateway_pb2.BlockInfo | None:
+        """The response for a committed block, built once for all the subscribers that
+        follow the chain (a committed block never changes; callers only read it)."""
+        info = self._recent_blocks.get(height)
+        if info is not None:
+            return info
         ledger = self.core.ledger
         data = ledger.block_bytes(height)
         if data is None:
             return None
         block = ledger_pb2.Block.FromString(data)
-        return gateway_pb2.BlockInfo(
+        info = gateway_pb2.BlockInfo(
             block=block, hash=sha256(block.header), results=ledger.results(height)
         )
+        recent = self._recent_blocks
+        if len(recent) >= RECENT_BLOCKS:
+            # Oldest first; another handler thread may have evicted it already.
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                del recent[next(iter(recent))]
+        recent[height] = info
+        return info
 
     def GetBlock(
         self, request: gateway_pb2.GetBlockRequest, context: grpc.ServicerContext
@@ -162,9 +184,31 @@ class Gateway(gateway_pb2_grpc.GatewayServicer):
             if info is not None:
                 yield info
 
+    def _subscriber(
+        self, request: gateway_pb2.StreamEventsRequest
+    ) -> tuple[Callable[[bytes], bool] | None, str]:
+        """The event predicate of a subscription, or None and why it is refused."""
+        if not request.signed_request:
+            if self.unsigned_events:
+                return (lambda _data: True), ""
+            return None, "sign the subscription (signed_request: gateway.events)"
+        try:
+            tx = parse(request.signed_request, self.core.checker.rules.max_tx_bytes)
+            if (tx.contract, tx.function) != ("gateway", "events"):
+                return None, "signed_request must name gateway.events"
+            who = self.core.checker.check(tx, self.clock())
+        except Rejection as rej:
+            return None, f"signed_request refused: {rej.code.name}: {rej.message}"
+        raw = self.core.ledger.state_get(f"consortium/identity/{who.identity}".encode())
+        return event_filter(who, json.loads(raw) if raw else None), ""
+
     def StreamEvents(
         self, request: gateway_pb2.StreamEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[ledger_pb2.Event]:
+        visible, problem = self._subscriber(request)
+        if visible is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, problem)
+            return
         for height in self._follow(request.from_height, context):
             results = self.core.ledger.results(height)
             if results is None:
@@ -172,7 +216,9 @@ class Gateway(gateway_pb2_grpc.GatewayServicer):
             # Transactions' events, then the end-of-block sweep's (e.g. referral_fail).
             for result in [*results.results, results.end_of_block]:
                 for event in result.events:
-                    if not request.contract or event.contract == request.contract:
+                    if request.contract and event.contract != request.contract:
+                        continue
+                    if visible(event.data):
                         yield event
 
     def GetStatus(

@@ -182,11 +182,20 @@ class Client:
         except grpc.RpcError as exc:
             raise ClientError(f"block stream ended: {exc.details()}") from exc
 
-    def stream_events(self, from_height: int, contract: str = "") -> Iterator[ledger_pb2.Event]:
+    def stream_events(
+        self, from_height: int, contract: str = "", identity: Identity | None = None
+    ) -> Iterator[ledger_pb2.Event]:
+        """Events from `from_height` on, following the chain. Signed by `identity`, the
+        node shows what that identity's role may see (docs/integrators.md); unsigned
+        subscriptions work only on nodes with api.unsigned_events."""
+        signed = b""
+        if identity is not None:
+            signed = self.build(identity, "gateway", "events", {}, ttl_ms=60_000)
+        request = gateway_pb2.StreamEventsRequest(
+            from_height=from_height, contract=contract, signed_request=signed
+        )
         try:
-            yield from self.stub.StreamEvents(
-                gateway_pb2.StreamEventsRequest(from_height=from_height, contract=contract)
-            )
+            yield from self.stub.StreamEvents(request)
         except grpc.RpcError as exc:
             raise ClientError(f"event stream ended: {exc.details()}") from exc
 

@@ -376,7 +376,7 @@ def watch(
     import json
 
     target = institution or identity_institution(identity)
-    for event in client.stream_events(from_height, contract="referral"):
+    for event in client.stream_events(from_height, contract="referral", identity=identity):
         data = json.loads(event.data) if event.data else {}
         if data.get("target_institution") != target:
             continue

@@ -31,10 +31,14 @@ def test_streams_resume_from_a_height_and_follow_new_blocks(net: Net) -> None:
         new = client.submit(doctor, "kv", "put", {"key": "late", "value": 9}, wait=True)
         assert ledger_pb2.BlockHeader.FromString(next(stream).block.header).height == new.height
 
-        events = client.stream_events(from_height=heights[2], contract="kv")
+        leader = Identity.load(net.identity("leader"))
+        events = client.stream_events(from_height=heights[2], contract="kv", identity=leader)
         first = next(events)
         assert (first.height, first.contract, first.name) == (heights[2], "kv", "put")
         assert b'"k2"' in first.data
+        # An unsigned subscription is refused (api.unsigned_events is off by default).
+        with pytest.raises(ClientError, match="sign the subscription"):
+            next(client.stream_events(from_height=1))
 
 
 def test_health_and_reflection(net: Net) -> None:

@@ -7,6 +7,7 @@ node's files, LevelDB values, logs or p2p payloads."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -249,6 +250,44 @@ def test_erase_removes_ciphertext_and_keys_everywhere(world: World, tmp_path: Pa
         assert meta["status"] == "erased" and meta["content_hash"] == put.content_hash
 
 
+def test_event_subscriptions_are_filtered_by_role(world: World) -> None:
+    """A hosp2 doctor sees hosp2's events and those naming it, never hosp1's own
+    records; the regulator sees everything; a patient what concerns its pseudonym."""
+    with world.client("hosp1") as c:
+        put = records.put(c, world["hosp1-doctor1"], world.pseudonym("hosp1-patient1"), b"z")
+    with world.client("hosp2") as c:
+        expires = int(time.time() * 1000) + HOUR_MS
+        args = {"grantee": world["hosp2-doctor1"].id, "records": "*", "purpose": "treatment",
+                "expires_at": expires}  # fmt: skip
+        res = c.submit(world["hosp2-patient1"], "consent", "grant", args, wait=True)
+        mark_height = res.height
+
+    def seen_by(name: str) -> list[tuple[str, dict[str, object]]]:
+        out = []
+        with world.client("hosp2") as c:
+            for event in c.stream_events(1, identity=world[name]):
+                out.append((f"{event.contract}.{event.name}", json.loads(event.data or b"{}")))
+                if event.height >= mark_height:
+                    break
+        return out
+
+    doctor = seen_by("hosp2-doctor1")
+    assert any(name == "consent.consent_granted" for name, _ in doctor)
+    assert not any(e.get("record") == put.record_id for _, e in doctor)
+    assert all(
+        world["hosp2-doctor1"].id in e.values() or "hosp2" in e.values()
+        or e.get("grantee") == "institution:hosp2"
+        for _, e in doctor
+    )  # fmt: skip
+    regulator = seen_by("regulator")
+    assert any(e.get("record") == put.record_id for _, e in regulator)
+    assert len(regulator) > len(doctor)
+    patient = seen_by("hosp2-patient1")
+    mine = world.pseudonym("hosp2-patient1")
+    me = world["hosp2-patient1"].id
+    assert patient and all(e.get("patient") == mine or me in e.values() for _, e in patient)
+
+
 def _encodings(secret: bytes) -> list[bytes]:
     """The canary raw, in hex and in base64 at each of the three alignments."""
     found = [secret, secret.hex().encode(), secret.hex().upper().encode()]
@@ -260,6 +299,7 @@ def _encodings(secret: bytes) -> list[bytes]:
 
 
 def test_canary_appears_nowhere(world: World, tmp_path: Path) -> None:
+    """Last in this file: it stops the network to read every node's LevelDB."""
     payload = synthetic_bundle("synthetic-3", note=CANARY.decode())
     with world.client("hosp1") as c:
         put = records.put(c, world["hosp1-doctor1"], world.pseudonym("hosp1-patient1"), payload)

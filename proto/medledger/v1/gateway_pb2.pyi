@@ -333,18 +333,27 @@ class StreamEventsRequest(_message.Message):
 
     FROM_HEIGHT_FIELD_NUMBER: _builtins.int
     CONTRACT_FIELD_NUMBER: _builtins.int
+    SIGNED_REQUEST_FIELD_NUMBER: _builtins.int
     from_height: _builtins.int
     contract: _builtins.str
     """empty: all contracts"""
+    signed_request: _builtins.bytes
+    """The subscriber's signed request: a SignedTx (contract "gateway", function "events",
+    args {}) checked like a query. Events are then filtered by the caller's role: the
+    leader and the regulator see all, an institution's admin and doctors those of their
+    institution or naming them, a patient those about their pseudonym. Unsigned
+    subscriptions are refused unless the node sets api.unsigned_events = true.
+    """
     def __init__(
         self,
         *,
         from_height: _builtins.int = ...,
         contract: _builtins.str = ...,
+        signed_request: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "from_height", b"from_height"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "from_height", b"from_height", "signed_request", b"signed_request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
