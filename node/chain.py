@@ -6,6 +6,7 @@ from __future__ import annotations
 from node.crypto.certs import IdentityVerifier
 from node.crypto.hashing import sha256
 from node.execution import lifecycle
+from node.execution.consenter_gov import ConsenterGovernance
 from node.execution.executor import BlockExecutor
 from node.execution.lifecycle import Lifecycle
 from node.execution.sandbox import SandboxEngine, Zygote
@@ -85,4 +86,5 @@ def build_executor(
             frozenset(i.id for i in genesis.config.institutions if i.tier != "authority"),
             genesis.config.params.contract_approval_majority,
         ),
+        consenters=ConsenterGovernance(genesis.config),
     )

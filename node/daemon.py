@@ -8,7 +8,6 @@ then close the ledger. Exit 0.
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from node.ops.admin import socket_path as admin_socket_path
 from node.ops.metrics import Metrics, serve_http
 from node.ops.systemd import Notifier
 from node.records.vault import Vault
-from node.replication.roles import Consenter, Observer
+from node.replication.role_switch import RoleSwitch
 from node.vault_service import VaultService
 
 if TYPE_CHECKING:
@@ -175,20 +174,16 @@ class Node:
         self._root: trio.CancelScope | None = None
         self._stop = trio.Event()
         genesis, config = services.genesis, services.config
-        self.replication: Consenter | Observer
-        if genesis.node(self.core.name).consenter:
-            self.replication = Consenter(
-                self.core,
-                genesis,
-                services.store,
-                network,
-                self.metrics,
-                keys.load_private(config.resolve(config.node.key)),
-                self.halt,
-                os.urandom(16),
-            )
-        else:
-            self.replication = Observer(self.core, genesis, network)
+        # Consenter or observer as chain state says, switching at run time (issue 3).
+        self.replication = RoleSwitch(
+            self.core,
+            genesis,
+            services.store,
+            network,
+            self.metrics,
+            lambda: keys.load_private(config.resolve(config.node.key)),
+            self.halt,
+        )
         self.core.commit_listeners.append(self._observe_commit)
         data_dir = config.resolve(config.node.data_dir)
         self.vault = VaultService(self.core, Vault.in_data_dir(data_dir), network, now_ms)
@@ -200,8 +195,7 @@ class Node:
                 self.core.submit(raw, now, local=False)  # duplicates are refused, cheaply
         else:
             announce = p2p_pb2.BlockAnnounce.FromString(data)
-            if isinstance(self.replication, Observer):
-                self.replication.syncer.announced(announce.height)
+            self.replication.announced(announce.height)
 
     async def _gossip_txs(self) -> None:
         """Spread what this node admitted in batches of 100+ (or every half second)."""
@@ -363,10 +357,9 @@ class Node:
             if self.gossip is not None:
                 gossip = self.gossip
                 nursery.start_soon(self._gossip_txs)
-                if isinstance(self.replication, Consenter):
-                    self.replication.voter.announce = lambda payload: nursery.start_soon(
-                        gossip.publish, GOSSIP_BLOCKS, payload
-                    )
+                self.replication.announce_with(
+                    lambda payload: nursery.start_soon(gossip.publish, GOSSIP_BLOCKS, payload)
+                )
             task_status.started(port)
             await self._stop.wait()
             self.notifier.stopping()

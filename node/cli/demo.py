@@ -29,6 +29,7 @@ from node.records.fhir import synthetic_bundle
 from node.sdk import enroll, records
 from node.sdk import referral as referrals
 from node.sdk.client import Client, ClientError, Identity
+from node.sdk.consortium import Consortium
 
 DAY_MS = 86_400_000
 HOSPITALS = {
@@ -127,6 +128,17 @@ def _enroll(story: Story) -> None:
     story.say("every doctor and patient registered an HPKE encryption key (ML-KEM-768 + X25519)")
 
 
+def _consent(
+    story: Story, node: str, patient: str, institution: str, records: str | list[str], days: int
+) -> str:
+    """The patient consents to a referral to `institution`; returns the grant id."""
+    with story.at(node) as c:
+        admin = Consortium(c, story.who(patient), story.root)
+        expires = int(time.time() * 1000) + days * DAY_MS
+        grant = admin.grant_consent(f"institution:{institution}", records, "referral", expires)
+    return str(grant.result["id"])
+
+
 def _upload(story: Story) -> tuple[str, str]:
     story.step("at the county hospital (hosp4), doctor1 uploads the patient's EMR")
     patient = story.d.pseudonyms["hosp4-patient1"]
@@ -139,19 +151,7 @@ def _upload(story: Story) -> tuple[str, str]:
         f"content hash {put.content_hash[:16]}…, height {put.height}"
     )
     story.step("the patient consents to a referral to the provincial hospital (hosp1)")
-    with story.at("hosp4") as c:
-        grant = c.call(
-            story.who("hosp4-patient1"),
-            "consent",
-            "grant",
-            {
-                "grantee": "institution:hosp1",
-                "records": [put.record_id],
-                "purpose": "referral",
-                "expires_at": int(time.time() * 1000) + 30 * DAY_MS,
-            },
-        )
-    grant_id = str(grant["id"])
+    grant_id = _consent(story, "hosp4", "hosp4-patient1", "hosp1", [put.record_id], 30)
     story.say(f"consent grant {grant_id} (purpose referral, 30 days), signed by the patient")
     return put.record_id, grant_id
 
@@ -260,19 +260,7 @@ def _complete_upward(story: Story, upward: str) -> None:
 
 def _refer_downward(story: Story, record_id: str, upward: str) -> None:
     story.step("the patient goes back downward to hosp4 (rehabilitation) for follow-up")
-    patient = story.who("hosp4-patient1")
-    with story.at("hosp4") as c:
-        grant = c.call(
-            patient,
-            "consent",
-            "grant",
-            {
-                "grantee": "institution:hosp4",
-                "records": [record_id],
-                "purpose": "referral",
-                "expires_at": int(time.time() * 1000) + 30 * DAY_MS,
-            },
-        )
+    grant_id = _consent(story, "hosp4", "hosp4-patient1", "hosp4", [record_id], 30)
     with story.at("hosp1") as c:
         made = referrals.create(
             c,
@@ -283,7 +271,7 @@ def _refer_downward(story: Story, record_id: str, upward: str) -> None:
             target_department="d02",
             reason="Cardiac rehabilitation after PCI",
             records=[record_id],
-            consent=str(grant["id"]),
+            consent=grant_id,
             read_via=upward,
         )
     down_id = str(made["referral"])
@@ -305,18 +293,8 @@ def _refer_downward(story: Story, record_id: str, upward: str) -> None:
 
 def _missed_deadline(story: Story) -> str:
     story.step("hosp3 refers another patient horizontally to hosp4 with a 2-second deadline")
+    grant_id = _consent(story, "hosp3", "hosp3-patient1", "hosp4", "*", 1)
     with story.at("hosp3") as c:
-        grant = c.call(
-            story.who("hosp3-patient1"),
-            "consent",
-            "grant",
-            {
-                "grantee": "institution:hosp4",
-                "records": "*",
-                "purpose": "referral",
-                "expires_at": int(time.time() * 1000) + DAY_MS,
-            },
-        )
         made = referrals.create(
             c,
             story.who("hosp3-doctor1"),
@@ -325,7 +303,7 @@ def _missed_deadline(story: Story) -> str:
             target_institution="hosp4",
             target_department="d01",
             reason="Second opinion, routine",
-            consent=str(grant["id"]),
+            consent=grant_id,
             respond_within_ms=2000,
         )
     ref_id = str(made["referral"])

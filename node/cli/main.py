@@ -450,9 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_demo)
 
     # Business verbs live in their own modules; each adds its sub-commands here.
-    from node.cli import consortium_cmds, records_cmds, referral_cmds
+    from node.cli import consenter_cmds, consortium_cmds, records_cmds, referral_cmds
 
-    for module in (records_cmds, consortium_cmds, referral_cmds):
+    for module in (records_cmds, consortium_cmds, referral_cmds, consenter_cmds):
         module.add_commands(sub, _node_opts)
     return parser
 

@@ -106,6 +106,20 @@ class LevelDBStorage(MemoryStorage):
         db.put(_SNAP, _encode_snapshot(snap), sync=True)
         return LevelDBStorage(db)
 
+    @staticmethod
+    def initialize_at(db: Any, snapshot: Snapshot, hard_state: HardState) -> LevelDBStorage:
+        """(Re)start the Raft state of a member joining with a ledger it already holds:
+        the log begins after `snapshot` (the entry that made the ledger's newest block),
+        so nothing the ledger holds is applied again. Any older Raft state in `db` (of a
+        node that was a member before) is replaced; the caller keeps its term and vote
+        in `hard_state`, which must not go backwards."""
+        with db.write_batch(transaction=True, sync=True) as batch:
+            for key, _ in db.iterator(prefix=_ENTRY):
+                batch.delete(key)
+            batch.put(_SNAP, _encode_snapshot(snapshot))
+            batch.put(_HS, _encode_hard_state(hard_state))
+        return LevelDBStorage(db)
+
     def save(
         self,
         hard_state: HardState | None,

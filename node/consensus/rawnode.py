@@ -198,6 +198,17 @@ class RawNode:
         r.configs.compact_to(index)
         return Snapshot(SnapshotMeta(index, term, membership), data)
 
+    def config_index(self) -> int:
+        """Index of the configuration entry in force (the snapshot's index if none
+        since); it may not be committed yet."""
+        return self.raft.configs.last_index()
+
+    def match_index(self, node: str) -> int | None:
+        """At the leader: the highest index known to be replicated on `node` (None when
+        this node does not lead or `node` is not a member)."""
+        pr = self.raft.progress.get(node) if self.raft.role is Role.LEADER else None
+        return None if pr is None else pr.match
+
     def status(self) -> Status:
         r = self.raft
         return Status(

@@ -36,3 +36,19 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
 def length_prefixed(*parts: bytes) -> bytes:
     """Unambiguous concatenation: each part preceded by its 4-byte big-endian length."""
     return b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def split_length_prefixed(data: bytes) -> list[bytes]:
+    """The parts of `length_prefixed(*parts)`; ValueError when `data` is truncated."""
+    parts: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        if pos + 4 > len(data):
+            raise ValueError("truncated length prefix")
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        pos += 4
+        if pos + size > len(data):
+            raise ValueError("truncated part")
+        parts.append(data[pos : pos + size])
+        pos += size
+    return parts

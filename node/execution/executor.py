@@ -16,7 +16,8 @@ from medledger.v1 import ledger_pb2
 
 from node.codes import TxCode
 from node.crypto.hashing import EMPTY_ROOT, length_prefixed, merkle_root, sha256
-from node.execution import lifecycle
+from node.execution import consenter_gov, lifecycle
+from node.execution.consenter_gov import ConsenterGovernance
 from node.execution.lifecycle import Lifecycle
 from node.execution.types import Caller, ContractEngine, Invocation, Outcome
 from node.genesis import HEADER_VERSION
@@ -109,8 +110,14 @@ def sweep_id(height: int) -> bytes:
 
 
 def _guard(outcome: Outcome) -> Outcome:
-    """Contract code never writes the lifecycle's records: only the node's lifecycle does."""
-    reserved = (lifecycle.RECORD_PREFIX, lifecycle.PROPOSAL_PREFIX)
+    """Contract code never writes the lifecycle's records or the consenter set: only the
+    node's governance functions do."""
+    reserved = (
+        lifecycle.RECORD_PREFIX,
+        lifecycle.PROPOSAL_PREFIX,
+        consenter_gov.CONSENTERS_KEY,
+        consenter_gov.NODE_PREFIX,
+    )
     if any(key.startswith(reserved) for key in outcome.writes):
         return Outcome(TxCode.PERMISSION_DENIED, "contract records are written by governance only")
     return outcome
@@ -144,6 +151,7 @@ class BlockExecutor:
         gas_limit: int = DEFAULT_GAS_LIMIT,
         query_engine: ContractEngine | None = None,
         lifecycle: Lifecycle | None = None,
+        consenters: ConsenterGovernance | None = None,
     ) -> None:
         self.ledger = ledger
         self.checker = checker
@@ -154,6 +162,7 @@ class BlockExecutor:
         self.query_engine = query_engine or engine
         self._query_lock = threading.Lock()
         self.lifecycle = lifecycle
+        self.consenters = consenters
         # Test-only (testing.fault_injection): from this height on, every VALID
         # transaction writes one extra key, so this node's state_hash differs.
         self.diverge_from_height: int | None = None
@@ -256,7 +265,7 @@ class BlockExecutor:
         # Checks first, then every call that passed them in one engine batch: the sandbox
         # costs one pipe round per block, not per transaction.
         claimed: set[bytes] = set()
-        governance: dict[bytes, bytes | None] = {}  # writes of lifecycle calls so far
+        governance: dict[bytes, bytes | None] = {}  # writes of governance calls so far
         prepared = [self._prepare(raw, height, timestamp, claimed, governance) for raw in txs]
         calls = [p.invocation for p in prepared if p.invocation is not None]
         outcomes = iter(self.engine.execute_batch(calls, BlockState(self.ledger)) if calls else [])
@@ -380,6 +389,13 @@ class BlockExecutor:
         )
         if self.lifecycle is not None and lifecycle.is_lifecycle(tx.contract, tx.function):
             outcome = self.lifecycle.execute(invocation, BlockState(self.ledger), governance)
+            if outcome.code == TxCode.VALID:
+                governance.update(outcome.writes)
+            return _Prepared(tx.tx_id, tx.contract, outcome)
+        if self.consenters is not None and consenter_gov.is_consenter_governance(
+            tx.contract, tx.function
+        ):
+            outcome = self.consenters.execute(invocation, BlockState(self.ledger), governance)
             if outcome.code == TxCode.VALID:
                 governance.update(outcome.writes)
             return _Prepared(tx.tx_id, tx.contract, outcome)

@@ -7,7 +7,7 @@ other than the one this node derived means this node diverged: it must halt loud
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -40,21 +40,39 @@ class BadVote(Exception):
 
 
 class ConsenterKeys:
-    """The consenters' public keys, from the genesis block's node certificates."""
+    """The node keys that may sign votes, from the genesis block's node certificates, and
+    who counts at which height.
 
-    def __init__(self, certificates: Mapping[str, bytes]) -> None:
+    `members(height)` names the consenters that certify block `height` (chain state
+    after the block before it, node/ordering/consenter_set.py), or None while that is
+    not known here yet; without it, every node given is a consenter at every height."""
+
+    def __init__(
+        self,
+        certificates: Mapping[str, bytes],
+        members: Callable[[int], frozenset[str] | None] | None = None,
+    ) -> None:
         self.keys: dict[str, keys.PublicKey] = {}
         for name, der in certificates.items():
             key = x509.load_der_x509_certificate(der).public_key()
             if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
                 raise ValueError(f"node {name}: only ECDSA P-256 and Ed25519 node keys")
             self.keys[name] = key
+        everyone = frozenset(self.keys)
+        self.members: Callable[[int], frozenset[str] | None] = members or (lambda _h: everyone)
 
     @property
     def quorum(self) -> int:
+        """The quorum when every node given is a consenter (no `members`)."""
         return len(self.keys) // 2 + 1
 
+    def quorum_at(self, height: int) -> int | None:
+        members = self.members(height)
+        return None if members is None else len(members) // 2 + 1
+
     def check(self, vote: p2p_pb2.CommitVote) -> None:
+        """The vote is signed by the key of the node it names. Whether that node counts
+        at the vote's height is decided when the votes are counted."""
         key = self.keys.get(vote.node)
         if key is None:
             raise BadVote(f"vote from {vote.node!r}, which is not a consenter")
@@ -64,14 +82,19 @@ class ConsenterKeys:
     def certificate_valid(
         self, height: int, block_hash: bytes, cert: ledger_pb2.CommitCertificate
     ) -> bool:
+        members = self.members(height)
+        if members is None:
+            return False
         signers = set()
         for sig in cert.signatures:
             key = self.keys.get(sig.node)
-            if key is not None and keys.verify(
-                key, sig.signature, signing_payload(height, block_hash)
+            if (
+                key is not None
+                and sig.node in members
+                and keys.verify(key, sig.signature, signing_payload(height, block_hash))
             ):
                 signers.add(sig.node)
-        return len(signers) >= self.quorum
+        return len(signers) >= len(members) // 2 + 1
 
 
 def sign_vote(
@@ -110,21 +133,42 @@ class CertificateCollector:
 
     def add(self, vote: p2p_pb2.CommitVote) -> ledger_pb2.CommitCertificate | None:
         """Add a vote (raises BadVote); returns the certificate the first time a quorum
-        forms for a hash. Raises Diverged when that hash is not ours."""
+        of the consenters of that height forms for a hash. Raises Diverged when that hash
+        is not ours. A vote for a height whose consenter set is not known here yet is
+        kept and counted by a later `add` (this node's own vote comes after it derived
+        the block, when the set is known)."""
         self.consenters.check(vote)
         slot = self._heights.setdefault(vote.height, _Height())
         voters = slot.votes.setdefault(vote.block_hash, {})
         voters[vote.node] = vote.signature
-        if slot.certified is not None or len(voters) < self.consenters.quorum:
+        if slot.certified is not None:
             return None
-        slot.certified = vote.block_hash
-        ours = self._ours.get(vote.height)
-        if ours is not None and ours != vote.block_hash:
-            raise Diverged(vote.height, ours, vote.block_hash)
-        self._forget_below(vote.height - self.keep)
+        members = self.consenters.members(vote.height)
+        if members is None:
+            return None
+        for block_hash, by_node in slot.votes.items():
+            counted = {n: s for n, s in by_node.items() if n in members}
+            if len(counted) >= len(members) // 2 + 1:
+                return self._certify(vote.height, slot, block_hash, counted)
+        return None
+
+    def certified(self, height: int) -> bytes | None:
+        """The hash a quorum certified at `height`, if any (and not yet forgotten)."""
+        slot = self._heights.get(height)
+        return None if slot is None else slot.certified
+
+    def _certify(
+        self, height: int, slot: _Height, block_hash: bytes, signatures: dict[str, bytes]
+    ) -> ledger_pb2.CommitCertificate:
+        slot.certified = block_hash
+        ours = self._ours.get(height)
+        if ours is not None and ours != block_hash:
+            raise Diverged(height, ours, block_hash)
+        self._forget_below(height - self.keep)
         return ledger_pb2.CommitCertificate(
             signatures=[
-                ledger_pb2.CommitSignature(node=n, signature=s) for n, s in sorted(voters.items())
+                ledger_pb2.CommitSignature(node=n, signature=s)
+                for n, s in sorted(signatures.items())
             ]
         )
 

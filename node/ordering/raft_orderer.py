@@ -23,6 +23,7 @@ from medledger.v1 import ledger_pb2
 
 from node.clock import now_ms
 from node.consensus import (
+    ConfChangeRefused,
     Entry,
     EntryKind,
     Message,
@@ -33,10 +34,12 @@ from node.consensus import (
     Role,
 )
 from node.consensus.leveldb_storage import LevelDBStorage
+from node.consensus.membership import decode_membership
 from node.core import NodeCore
 from node.mempool.mempool import PendingTx
 from node.ops.metrics import Metrics
 from node.ordering.cutter import BlockCutter
+from node.ordering.reconfig import next_change
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -83,10 +86,16 @@ class RaftOrderer:
         self._ready_wake = trio.Event()
         self._applied_wake = trio.Event()
         self._cutting = trio.Lock()
+        # Held while committed entries are applied; block sync takes it too when a
+        # consenter catches up outside the log (Consenter._catch_up).
+        self.apply_lock = trio.Lock()
         self._snapshot_index = storage.snapshot().meta.index
         # Catches the ledger up (by block sync) to a snapshot the leader sent instead of
         # log entries it had compacted away.
         self.on_snapshot: Callable[[int], Awaitable[None]] | None = None
+        # The consenter set in chain state; as leader, the Raft configuration is moved
+        # towards it (node/ordering/reconfig.py). None: membership is never changed.
+        self.desired_voters: Callable[[], frozenset[str]] | None = None
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -116,7 +125,39 @@ class RaftOrderer:
         while True:
             await trio.sleep(self.tick_s)
             self.raft.tick()
+            if self.role == "leader":
+                self._reconcile()
             self._ready_wake.set()
+
+    def _reconcile(self) -> None:
+        """As leader: propose the next configuration change the chain state asks for."""
+        if self.desired_voters is None:
+            return
+        status = self.raft.status()
+        if status.applied < self.raft.config_index():
+            return  # our chain state may predate the configuration in force
+        change = next_change(
+            self.desired_voters(), status.membership, self.raft.match_index, status.committed
+        )
+        if change is None:
+            return
+        try:
+            index = self.raft.propose_conf_change(change)
+        except (ConfChangeRefused, NotLeader, ProposalDropped) as exc:
+            log.debug(
+                "conf_change_deferred",
+                change=change.type.value,
+                node=change.node_id,
+                reason=str(exc),
+            )
+            return
+        log.info(
+            "conf_change_proposed",
+            change=change.type.value,
+            node=change.node_id,
+            raft_index=index,
+            term=status.term,
+        )
 
     async def _ready_loop(self) -> None:
         while True:
@@ -139,13 +180,15 @@ class RaftOrderer:
             if rd.messages:
                 self.send(rd.messages)
             if rd.snapshot is not None and self.on_snapshot is not None:
-                await self.on_snapshot(rd.snapshot.index)
+                async with self.apply_lock:
+                    await self.on_snapshot(rd.snapshot.index)
             if rd.soft_state is not None:
                 self._role_changed(
                     ROLE_NAMES.get(rd.soft_state.role, "follower"), rd.soft_state.leader or ""
                 )
-            for entry in rd.committed_entries:
-                await self._apply(entry)
+            async with self.apply_lock:
+                for entry in rd.committed_entries:
+                    await self._apply(entry)
             self.raft.advance(rd)
             status = self.raft.status()
             self.metrics.raft_term.set(status.term)
@@ -171,6 +214,19 @@ class RaftOrderer:
             self.wake()
 
     async def _apply(self, entry: Entry) -> None:
+        if entry.index <= self.core.ledger.raft_applied():
+            # Its block is already in the ledger: it came by block sync while this node
+            # could not follow the log (a consenter that was cut off or re-joins).
+            self._proposed.pop(entry.index, None)
+            return
+        if entry.kind == EntryKind.CONFIG:
+            membership = decode_membership(entry.data)
+            log.info(
+                "raft_membership",
+                voters=sorted(membership.voters),
+                learners=sorted(membership.learners),
+                raft_index=entry.index,
+            )
         if entry.kind == EntryKind.NORMAL:
             batch = ledger_pb2.Batch.FromString(entry.data)
             started = time.monotonic()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 
-from node.crypto.hashing import length_prefixed
+from node.crypto.hashing import length_prefixed, split_length_prefixed
 from node.records.chunks import DATA_KEY_SIZE
 from node.records.encryption_keys import EncryptionPrivateKey, EncryptionPublicKey
 from node.records.errors import (
@@ -157,17 +157,10 @@ def _check_identity(identity: str) -> None:
 
 
 def _split(data: bytes, count: int) -> list[bytes]:
-    parts: list[bytes] = []
-    pos = 0
-    for _ in range(count):
-        if pos + 4 > len(data):
-            raise WrappedKeyFormatError("wrapped key is truncated")
-        size = int.from_bytes(data[pos : pos + 4], "big")
-        pos += 4
-        if pos + size > len(data):
-            raise WrappedKeyFormatError("wrapped key is truncated")
-        parts.append(data[pos : pos + size])
-        pos += size
-    if pos != len(data):
-        raise WrappedKeyFormatError("wrapped key has trailing bytes")
+    try:
+        parts = split_length_prefixed(data)
+    except ValueError:
+        raise WrappedKeyFormatError("wrapped key is truncated") from None
+    if len(parts) != count:
+        raise WrappedKeyFormatError(f"wrapped key has {len(parts)} fields, not {count}")
     return parts

@@ -68,12 +68,15 @@ class BlockSyncer:
         consenters: ConsenterKeys,
         sources: list[str],
         interval_s: float = 1.0,
+        stop_before: Callable[[], bool] = lambda: False,
     ) -> None:
         self.core = core
         self.network = network
         self.consenters = consenters
         self.sources = sources
         self.interval_s = interval_s
+        # Checked before each block: True stops syncing (this node becomes a consenter).
+        self.stop_before = stop_before
         self.leader = ""
         self.rejected = 0
         self._wake = trio.Event()
@@ -134,6 +137,8 @@ class BlockSyncer:
     def _apply(self, peer: str, blocks: list[ledger_pb2.Block]) -> int:
         committed = 0
         for block in blocks:
+            if self.stop_before():
+                break
             header = ledger_pb2.BlockHeader.FromString(block.header)
             if header.height != self.core.ledger.tip.height + 1:
                 break

@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import structlog
 import trio
 
-from node.consensus import Membership, RaftConfig, RawNode
+from node.consensus import HardState, Membership, RaftConfig, RawNode, Snapshot, SnapshotMeta
 from node.consensus.leveldb_storage import LevelDBStorage
 from node.core import NodeCore
 from node.crypto import keys
+from node.execution.consenter_gov import genesis_consenters
 from node.genesis import Genesis
 from node.ledger.kvstore import LevelDBKV
-from node.net import PeerNetwork
+from node.ledger.ledger import Ledger, decode_block
+from node.net import RAFT, VOTE, PeerNetwork
 from node.ops.metrics import Metrics
 from node.ordering.certificates import ConsenterKeys, Diverged
+from node.ordering.consenter_set import ConsenterHistory
 from node.ordering.cutter import BlockCutter, CutterConfig
 from node.ordering.raft_orderer import RaftOrderer
 from node.replication.blocksync import BlockSyncer, BlockSyncServer
@@ -35,30 +39,81 @@ from node.replication.votes import CommitVoter
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
+log = structlog.get_logger("medledger.replication")
 
-def consenter_keys(genesis: Genesis) -> ConsenterKeys:
-    return ConsenterKeys({n.name: n.certificate for n in genesis.config.nodes if n.consenter})
+CATCH_UP_CHECK_S = 0.5
+# Longer than an election takes in a healthy cluster (a few election timeouts).
+LEADERLESS_SYNC_S = 2.0
+
+
+def consenter_keys(genesis: Genesis, history: ConsenterHistory | None = None) -> ConsenterKeys:
+    """Every genesis node's key; who counts at a height comes from `history` (chain
+    state), or from the genesis `consenter` flags when it is not given."""
+    if history is None:
+        return ConsenterKeys({n.name: n.certificate for n in genesis.config.nodes if n.consenter})
+    return ConsenterKeys({n.name: n.certificate for n in genesis.config.nodes}, history.at)
 
 
 def open_raft(
-    store: LevelDBKV, genesis: Genesis, name: str, applied: int, seed: bytes
+    store: LevelDBKV,
+    genesis: Genesis,
+    ledger: Ledger,
+    name: str,
+    consenters: frozenset[str],
+    seed: bytes,
 ) -> tuple[RawNode, LevelDBStorage]:
-    """The node's Raft member, on the ledger's own LevelDB under `raft/`."""
+    """The node's Raft member, on the ledger's own LevelDB under `raft/`.
+
+    A founding consenter with an empty ledger starts from the genesis membership. A node
+    that becomes a consenter later (or again) holds the ledger up to some block already:
+    its log starts after that block's Raft entry, so nothing is applied twice and the
+    leader sends only what follows."""
     db = store.prefixed(b"raft/")
+    tip_index, tip_term = _tip_raft_position(ledger)
     if store.is_empty(b"raft/"):
-        voters = [n.name for n in genesis.config.nodes if n.consenter]
-        storage = LevelDBStorage.initialize(db, Membership.of(voters))
+        founding = ledger.tip.height == 0 and ledger.raft_applied() == 0
+        if founding and name in genesis_consenters(genesis.config):
+            storage = LevelDBStorage.initialize(
+                db, Membership.of(genesis_consenters(genesis.config))
+            )
+        else:
+            storage = _join(db, name, consenters, tip_index, tip_term, HardState())
     else:
         storage = LevelDBStorage(db)
+        if storage.last_index() < tip_index:
+            storage = _join(db, name, consenters, tip_index, tip_term, storage.initial_state())
     params = genesis.config.params
     config = RaftConfig(
         id=name,
         election_tick=max(2, params.election_ticks),
         heartbeat_tick=max(1, params.heartbeat_ticks),
-        applied=applied,
+        applied=ledger.raft_applied(),
     )
     # Election timeouts are randomised; the seed only needs to differ between nodes.
     return RawNode(config, storage, random.Random(seed)), storage
+
+
+def _tip_raft_position(ledger: Ledger) -> tuple[int, int]:
+    """(Raft index, term) of the entry that made the ledger's newest block."""
+    data = ledger.block_bytes(ledger.tip.height)
+    if data is None or ledger.tip.height == 0:
+        return 0, 0
+    _, header = decode_block(data)
+    return int(header.raft_index), int(header.raft_term)
+
+
+def _join(
+    db: Any, name: str, consenters: frozenset[str], index: int, term: int, old: HardState
+) -> LevelDBStorage:
+    # Until the leader's configuration entries arrive this node takes itself for a
+    # learner: it never campaigns on a guess. The entries that follow `index` (the
+    # leader adds it as a learner after the governance block) carry the real membership.
+    voters = (consenters - {name}) or frozenset({name})
+    guess = Membership(voters, frozenset({name}) - voters)
+    new_term = max(term, old.term)
+    hard = HardState(new_term, old.vote if old.term == new_term else None, index)
+    log.info("raft_log_starts_at", node=name, raft_index=index, raft_term=term)
+    return LevelDBStorage.initialize_at(db, Snapshot(SnapshotMeta(index, term, guess)), hard)
 
 
 class Consenter:
@@ -72,9 +127,14 @@ class Consenter:
         node_key: keys.PrivateKey,
         on_diverged: Callable[[Diverged], None],
         seed: bytes,
+        history: ConsenterHistory | None = None,
     ) -> None:
         params = genesis.config.params
-        raft, storage = open_raft(store, genesis, core.name, core.ledger.raft_applied(), seed)
+        self.name = core.name
+        self.history = history or ConsenterHistory.from_ledger(core.ledger, genesis)
+        raft, storage = open_raft(
+            store, genesis, core.ledger, core.name, self.history.current(), seed
+        )
         self.orderer = RaftOrderer(
             core,
             BlockCutter(
@@ -85,18 +145,31 @@ class Consenter:
             storage,
             tick_s=max(1, params.election_tick_ms) / 1000,
         )
-        keys_ = consenter_keys(genesis)
-        observers = [n.name for n in genesis.config.nodes if not n.consenter]
+        self.orderer.desired_voters = self.history.current
+        keys_ = consenter_keys(genesis, self.history)
+        everyone = [n.name for n in genesis.config.nodes]
         self.transport = RaftTransport(network, self.orderer)
         self.forwarder = Forwarder(core, network, lambda: self.orderer.leader)
-        self.voter = CommitVoter(core, network, node_key, keys_, observers, on_diverged)
+        self.voter = CommitVoter(
+            core,
+            network,
+            node_key,
+            keys_,
+            lambda: [n for n in everyone if n not in self.history.current()],
+            on_diverged,
+            voters=lambda: sorted(self.history.current()),
+        )
         self.sync_server = BlockSyncServer(core, network, lambda: self.orderer.leader)
-        self.syncer = BlockSyncer(core, network, keys_, [n for n in keys_.keys if n != core.name])
+        self.syncer = BlockSyncer(core, network, keys_, [n for n in everyone if n != core.name])
         self.orderer.on_snapshot = self.syncer.sync_until
+        self.leaderless_s = 0.0
 
     @property
     def role(self) -> str:
-        return self.orderer.role
+        role = self.orderer.role
+        if role == "follower" and self.name not in self.orderer.raft.status().membership.voters:
+            return "learner"
+        return role
 
     @property
     def leader(self) -> str:
@@ -106,6 +179,10 @@ class Consenter:
     def term(self) -> int:
         return self.orderer.raft.status().term
 
+    def in_raft(self) -> bool:
+        """This node is in the Raft configuration its log holds."""
+        return self.name in self.orderer.raft.status().membership.members
+
     def wake(self) -> None:
         self.orderer.wake()
 
@@ -114,21 +191,57 @@ class Consenter:
             await nursery.start(self.voter.run)
             await nursery.start(self.orderer.run)
             await nursery.start(self.forwarder.run)
+            nursery.start_soon(self._catch_up)
             task_status.started()
+
+    async def _catch_up(self) -> None:
+        """A consenter that hears no leader for a while may have been removed from the
+        Raft configuration while it was down (no leader sends it the log any more): it
+        pulls certified blocks instead, which also tells it whether chain state still
+        counts it as a consenter."""
+        while True:
+            await trio.sleep(CATCH_UP_CHECK_S)
+            if self.orderer.leader:
+                self.leaderless_s = 0.0
+                continue
+            self.leaderless_s += CATCH_UP_CHECK_S
+            if self.leaderless_s >= LEADERLESS_SYNC_S:
+                async with self.orderer.apply_lock:
+                    await self.syncer.sync_once()
 
     async def drain(self) -> None:
         await self.orderer.drain()
 
+    def retire(self, network: PeerNetwork, core: NodeCore) -> None:
+        """After its tasks stopped: stop taking Raft frames and votes, stop voting."""
+        network.handle(RAFT, _ignore)
+        network.handle(VOTE, _ignore)
+        if self.voter.committed_listener in core.commit_listeners:
+            core.commit_listeners.remove(self.voter.committed_listener)
+
+
+async def _ignore(_peer: str, _payload: bytes) -> bytes | None:
+    return None
+
 
 class Observer:
-    def __init__(self, core: NodeCore, genesis: Genesis, network: PeerNetwork) -> None:
-        keys_ = consenter_keys(genesis)
+    def __init__(
+        self,
+        core: NodeCore,
+        genesis: Genesis,
+        network: PeerNetwork,
+        history: ConsenterHistory | None = None,
+        stop_before: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """`stop_before()`: checked before each synced block; True once this node is to
+        become a consenter, so that its Raft log starts right after the block that made
+        it one (the Raft leader adds it after that block)."""
+        history = history or ConsenterHistory.from_ledger(core.ledger, genesis)
+        keys_ = consenter_keys(genesis, history)
         others = [n.name for n in genesis.config.nodes if n.name != core.name]
-        # Consenters first: they hold certificates as soon as blocks form.
-        sources = [n for n in others if n in keys_.keys] + [
-            n for n in others if n not in keys_.keys
-        ]
-        self.syncer = BlockSyncer(core, network, keys_, sources, interval_s=0.5)
+        self.syncer = BlockSyncer(
+            core, network, keys_, others, interval_s=0.5, stop_before=stop_before
+        )
         self.forwarder = Forwarder(core, network, lambda: self.syncer.leader)
         self.sync_server = BlockSyncServer(core, network, lambda: self.syncer.leader)
 

@@ -8,7 +8,7 @@ certified hash that differs from this node's own halts the node (`on_diverged`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -40,15 +40,19 @@ class CommitVoter:
         network: PeerNetwork,
         key: keys.PrivateKey,
         consenters: ConsenterKeys,
-        observers: list[str],
+        observers: Callable[[], Iterable[str]],
         on_diverged: Callable[[Diverged], None],
+        voters: Callable[[], Iterable[str]] | None = None,
     ) -> None:
+        """`voters()`: the consenters to send this node's votes to (the chain state's set
+        now); `observers()`: the nodes told directly that a block is certified."""
         self.core = core
         self.network = network
         self.key = key
         self.consenters = consenters
         self.collector = CertificateCollector(consenters)
         self.observers = observers
+        self.voters: Callable[[], Iterable[str]] = voters or (lambda: list(consenters.keys))
         self.on_diverged = on_diverged
         self.bad_votes = 0
         # Also tells observers by gossip (set by the node when gossip runs).
@@ -56,7 +60,8 @@ class CommitVoter:
         self._send, self._receive = trio.open_memory_channel[tuple[int, bytes]](10_000)
         self._token: trio.lowlevel.TrioToken | None = None
         network.handle(VOTE, self._on_vote)
-        core.commit_listeners.append(self._committed)
+        self.committed_listener = self._committed  # removed again when the role ends
+        core.commit_listeners.append(self.committed_listener)
 
     def _committed(self, write: BlockWrite, _latencies: list[float]) -> None:
         # Called on the applying worker thread: hand over to the trio loop.
@@ -75,7 +80,7 @@ class CommitVoter:
                 self.on_diverged(exc)
                 return
             payload = vote.SerializeToString()
-            for peer in self.consenters.keys:
+            for peer in self.voters():
                 if peer != self.core.name:
                     self.network.send(peer, VOTE, payload)
 
@@ -97,9 +102,10 @@ class CommitVoter:
         if cert is None:
             return
         self.core.ledger.put_certificate(vote.height, cert)
+        certified = self.collector.certified(vote.height) or vote.block_hash
         announce = p2p_pb2.BlockAnnounce(
-            height=vote.height, block_hash=vote.block_hash, node=self.core.name
+            height=vote.height, block_hash=certified, node=self.core.name
         ).SerializeToString()
-        for peer in self.observers:
+        for peer in self.observers():
             self.network.send(peer, ANNOUNCE, announce)
         self.announce(announce)

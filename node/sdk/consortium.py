@@ -283,11 +283,8 @@ class Consortium:
     def _share(
         self, record_ids: list[str], grantee: str
     ) -> tuple[dict[str, list[str]], dict[str, str]]:
-        try:
-            from node.sdk import records as records_sdk  # type: ignore[attr-defined,unused-ignore]
-        except ImportError as exc:
-            reason = f"record key sharing is not available: {exc}"
-            return {}, dict.fromkeys(record_ids, reason)
+        from node.sdk import records as records_sdk
+
         shared: dict[str, list[str]] = {}
         errors: dict[str, str] = {}
         for record_id in record_ids:

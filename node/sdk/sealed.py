@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from node.crypto.hashing import length_prefixed
+from node.crypto.hashing import length_prefixed, split_length_prefixed
 from node.records.encryption_keys import EncryptionPrivateKey, EncryptionPublicKey
 from node.records.errors import RecordError
 from node.records.suites import HpkeSuite
@@ -191,15 +191,7 @@ def _parse(sealed: str) -> tuple[str, bytes, list[_Party]]:
 
 
 def _split(data: bytes) -> Sequence[bytes]:
-    parts: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise SealedError("a sealed field is truncated")
-        size = int.from_bytes(data[pos : pos + 4], "big")
-        pos += 4
-        if pos + size > len(data):
-            raise SealedError("a sealed field is truncated")
-        parts.append(data[pos : pos + size])
-        pos += size
-    return parts
+    try:
+        return split_length_prefixed(data)
+    except ValueError:
+        raise SealedError("a sealed field is truncated") from None

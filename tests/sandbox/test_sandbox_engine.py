@@ -354,3 +354,52 @@ def test_clean_shutdown_leaves_no_processes() -> None:
     assert zygote._process.returncode == 0
     _poll(lambda: not os.path.exists(f"/proc/{worker_pid}"))
     assert not os.path.exists(f"/proc/{zygote_pid}")
+
+
+LOOP_SOURCE = """
+def work(ctx, n):
+    total = 0
+    for i in range(n):
+        total = total + i
+    return total
+"""
+
+
+def test_a_worker_short_of_cpu_is_slow_not_lost(zygote: Zygote) -> None:
+    """On a loaded machine a worker that waits for a core passes the wall-clock deadline
+    without being stuck: the host counts its CPU time instead, so a deterministic
+    execution is not taken for a lost worker (three in a row would halt the node)."""
+    import os
+    import subprocess
+    import sys
+
+    from node.execution.sandbox.host import _cpu_seconds
+
+    with SandboxEngine(zygote, base_timeout=30.0, seconds_per_gas=0.0) as engine:
+        engine.load(module("loop", LOOP_SOURCE))
+        call = invocation("loop", "work", {"n": 1_000_000}, gas=500_000_000)
+        engine.execute(call, MemoryState())  # starts the worker
+        pid = engine.worker_pid
+        assert pid is not None
+        before = _cpu_seconds(pid)
+        engine.execute(call, MemoryState())
+        used = (_cpu_seconds(pid) or 0.0) - (before or 0.0)
+    assert used > 0.05, f"calibration too small: {used} s of CPU"
+    # Budget 1.6x the CPU the call needs; then share one core with a busy process so
+    # that the call takes about twice its CPU time in wall-clock time.
+    with SandboxEngine(zygote, base_timeout=1.6 * used, seconds_per_gas=0.0) as engine:
+        engine.load(module("loop", LOOP_SOURCE))
+        engine.execute(invocation("loop", "work", {"n": 1}), MemoryState())
+        pid = engine.worker_pid
+        assert pid is not None
+        core = {min(os.sched_getaffinity(0))}
+        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            os.sched_setaffinity(hog.pid, core)
+            os.sched_setaffinity(pid, core)
+            outcome = engine.execute(call, MemoryState())
+        finally:
+            hog.kill()
+            hog.wait()
+        assert outcome.code == 0, outcome
+        assert engine.starved_waits >= 1

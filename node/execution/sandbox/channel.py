@@ -33,11 +33,16 @@ class Channel:
             raise ChannelClosed(f"send failed: {exc}") from None
 
     def recv(self, deadline: float | None = None) -> Any:
-        """Next frame; `deadline` is a `time.monotonic()` value (None waits forever)."""
-        header = self._read(4, deadline)
-        return decode_body(self._read(frame_length(header), deadline))
+        """Next frame; `deadline` is a `time.monotonic()` value (None waits forever).
+        A ChannelTimeout consumes nothing: the caller may wait again for the same frame."""
+        self._fill(4, deadline)
+        size = 4 + frame_length(bytes(self._buffer[:4]))
+        self._fill(size, deadline)
+        frame = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return decode_body(frame[4:])
 
-    def _read(self, size: int, deadline: float | None) -> bytes:
+    def _fill(self, size: int, deadline: float | None) -> None:
         buffer = self._buffer
         while len(buffer) < size:
             if deadline is not None:
@@ -54,9 +59,6 @@ class Channel:
             if not chunk:
                 raise ChannelClosed("connection closed")
             buffer += chunk
-        data = bytes(buffer[:size])
-        del buffer[:size]
-        return data
 
     def close(self) -> None:
         self.sock.close()

@@ -14,8 +14,10 @@ kills a fresh worker `max_attempts` times raises NondeterministicExecution.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from node.codes import TxCode
@@ -81,6 +83,8 @@ class SandboxEngine:
         self._base_timeout = base_timeout
         self._seconds_per_gas = seconds_per_gas
         self._max_attempts = max_attempts
+        # Deadlines extended because the worker was runnable but short of CPU.
+        self.starved_waits = 0
         self._read_ahead = ReadAhead() if prefetch else None
         self._modules: dict[str, ContractModule] = {}
         self._dependencies: dict[str, tuple[str, ...]] = {}
@@ -216,7 +220,8 @@ class SandboxEngine:
         self, invocations: Sequence[Invocation], state: StateReader
     ) -> list[Outcome]:
         worker = self._ensure_worker()
-        deadline = self._deadline(invocations)
+        clock = _WorkerClock(worker.pid, self._deadline(invocations) - time.monotonic())
+        deadline = clock.deadline
         channel = worker.channel
         denied: set[int] = set()
         try:
@@ -226,7 +231,14 @@ class SandboxEngine:
             )
             outcomes: list[Outcome] = []
             while True:
-                message = channel.recv(deadline)
+                try:
+                    message = channel.recv(deadline)
+                except ChannelTimeout:
+                    if not clock.starved():
+                        raise
+                    self.starved_waits += 1
+                    deadline = clock.extend()
+                    continue
                 op = message.get("op") if isinstance(message, dict) else None
                 if op in ("part", "done"):
                     self._convert(invocations, outcomes, message.get("outcomes"), denied, known)
@@ -300,3 +312,51 @@ class SandboxEngine:
             if self._read_ahead is not None and any(k.decode() not in known for k in outcome.reads):
                 self._read_ahead.learn(invocation, outcome.reads)
             outcomes.append(outcome)
+
+
+class _WorkerClock:
+    """The time budget of one request to a worker, counted in the worker's CPU time: on
+    a loaded machine a worker that gets little CPU is slow, not hung, and a wall-clock
+    deadline alone would call a deterministic execution "lost" (and, three times in a
+    row, halt the node). The wall clock still caps the wait at STARVED_FACTOR budgets."""
+
+    STARVED_FACTOR = 10
+
+    def __init__(self, pid: int, budget_s: float) -> None:
+        self.pid = pid
+        self.budget_s = budget_s
+        self.started = time.monotonic()
+        self.cpu_start = _cpu_seconds(pid)
+        self.deadline = self.started + budget_s
+
+    def starved(self) -> bool:
+        """True when the deadline passed but the worker used less CPU than its budget
+        and the wall-clock cap is not reached: it is waiting for a core, not stuck."""
+        cpu = _cpu_seconds(self.pid, runnable_only=True)
+        if cpu is None or self.cpu_start is None:
+            return False  # gone, or sleeping: blocked, not starved
+        waited = time.monotonic() - self.started
+        return cpu - self.cpu_start < self.budget_s and waited < self.STARVED_FACTOR * self.budget_s
+
+    def extend(self) -> float:
+        cpu = _cpu_seconds(self.pid) or 0.0
+        left = max(0.5, self.budget_s - (cpu - (self.cpu_start or 0.0)))
+        cap = self.started + self.STARVED_FACTOR * self.budget_s
+        self.deadline = min(time.monotonic() + left, cap)
+        return self.deadline
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int, runnable_only: bool = False) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc); None if it is gone, or if
+    `runnable_only` and it is not running or waiting for a CPU (state R)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if runnable_only and fields[0] != "R":
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
