@@ -56,6 +56,7 @@ REMOTE_TIMEOUT_S = 30.0
 ORPHAN_AFTER_MS = 60 * 60 * 1000  # uploads never registered on chain are dropped
 SESSIONS = 1024
 MAX_KEYS_PER_CALL = 64
+MAX_UPLOAD_BYTES = 8 << 30  # 8 GiB of ciphertext per record (imaging series included)
 
 
 class Refused(Exception):
@@ -188,8 +189,15 @@ class VaultService(vault_pb2_grpc.VaultServicer):
         try:
             with self.vault.begin_upload(record_id) as upload:
                 last: vault_pb2.UploadPart | None = None
+                received = 0
                 for part in parts:
                     if part.chunk:
+                        received += len(part.chunk)
+                        if received > MAX_UPLOAD_BYTES:
+                            raise Refused(
+                                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"a record may hold at most {MAX_UPLOAD_BYTES} bytes",
+                            )
                         upload.add_chunk(part.chunk)
                     if part.manifest:
                         last = part
@@ -209,6 +217,11 @@ class VaultService(vault_pb2_grpc.VaultServicer):
                 upload.commit(manifest, wrapped)
         except RecordError as exc:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        except OSError as exc:  # disk full, permissions: the staged upload is gone
+            log.error("vault_upload_failed", record=record_id, error=str(exc), alert=True)
+            raise Refused(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"the vault cannot store it: {exc.strerror}"
+            ) from None
         log.info("vault_upload", record=record_id, chunks=manifest.chunk_count, keys=len(wrapped))
         return vault_pb2.UploadReply(
             record_id=record_id,
