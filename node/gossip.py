@@ -18,6 +18,7 @@ import structlog
 import trio
 
 from node.libp2p_network import Libp2pNetwork
+from node.p2p_hardening import guard_pubsub_handlers
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -76,6 +77,7 @@ class Gossip:
             msg_id_constructor=lambda m: hashlib.sha256(m.data).digest(),
             allowed_topics={TXS, BLOCKS},
         )
+        guard_pubsub_handlers(self.network.host, pubsub, list(router.get_protocols()))
         for topic in (TXS, BLOCKS):
             pubsub.set_topic_validator(topic, self._validator, False)
         async with background_trio_service(pubsub), background_trio_service(router):

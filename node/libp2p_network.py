@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from node.net import Handler, NetworkError
+from node.p2p_hardening import harden_yamux
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -126,6 +128,7 @@ class Libp2pNetwork:
         from libp2p.security.noise.transport import PROTOCOL_ID as NOISE
         from libp2p.security.noise.transport import Transport as NoiseTransport
 
+        harden_yamux()
         self.name = name
         self.listen = listen
         self.peers_by_name = {n: p for n, p in peers.items() if n != name}
@@ -293,6 +296,14 @@ class Libp2pNetwork:
                     break
                 except Exception as exc:
                     log.debug("send_failed", peer=peer, protocol=protocol, reason=str(exc))
+                    if stream is not None:
+                        # It may hold part of a frame: the receiver must drop it.
+                        with (
+                            trio.CancelScope(shield=True),
+                            trio.move_on_after(1),
+                            contextlib.suppress(Exception),
+                        ):
+                            await stream.reset()
                     stream = None  # reopen once, then drop: the caller's protocol retries
 
     def _admitted(self, stream: Any) -> str | None:

@@ -44,7 +44,12 @@ def test_put_stores_only_allow_listed_fields(chain: Chain) -> None:
     stored = chain.value("records", "record/rec-1")
     assert stored == record
     assert chain.events_named("record_put") == [
-        {"record": "rec-1", "owner": doctor("hosp3").identity, "patient": P3}
+        {
+            "record": "rec-1",
+            "owner": doctor("hosp3").identity,
+            "patient": P3,
+            "institution": "hosp3",
+        }
     ]
 
 
@@ -138,7 +143,9 @@ def test_revoked_grant_stops_the_next_access(rec: Chain) -> None:
     rec.denied(doctor("hosp3"), "consent", "revoke", grant_id="g-1")  # nor a non-granter
     rec.ok(patient("hosp3"), "consent", "revoke", grant_id="g-1")
     assert "revoked" in rec.denied(other, "records", "access", record_id="rec-1", grant="g-1")
-    assert rec.events_named("consent_revoked") == [{"grant": "g-1", "grantee": other.identity}]
+    assert rec.events_named("consent_revoked") == [
+        {"grant": "g-1", "grantee": other.identity, "patient": P3}
+    ]
     assert g["records"] == "*"
     rec.error(patient("hosp3"), "consent", "revoke", grant_id="g-1")
 
@@ -317,6 +324,8 @@ def test_erase_by_owner(rec: Chain) -> None:
             "record": "rec-1",
             "content_hash": rec.value("records", "record/rec-1")["content_hash"],
             "vault_node": "hosp3",
+            "institution": "hosp3",
+            "patient": P3,
         }
     ]
     rec.error(doctor("hosp3"), "records", "access", record_id="rec-1")

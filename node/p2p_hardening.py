@@ -1,0 +1,79 @@
+"""Two defects of py-libp2p 0.8.1 that take a loaded node down, and our guard for each
+(docs/decisions/008-libp2p-hardening.md).
+
+1. A write cancelled half-way corrupts the whole connection. Yamux serialises frames
+   with a lock, but `secured_conn.write` (Noise: encrypt, then send) can be cancelled
+   after part of a Noise message reached the socket — by any timeout around a stream
+   write. The peer then reads garbage: "Failed authentication of message", Raft frames
+   announcing 143 MB, pubsub RPCs that fail to parse. Guard: a frame, once started, is
+   written in full (shielded); if the socket does not take it within WRITE_STALL_S, the
+   connection is closed rather than left half-written.
+2. Pubsub's stream handler catches only some errors: a `DecodeError` from one bad RPC
+   escapes into the swarm and ends the node. Guard: every pubsub stream handler is
+   wrapped; a stream that fails is reset and its peer handled as gone (it reconnects).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from importlib import metadata
+from typing import Any
+
+import structlog
+import trio
+
+log = structlog.get_logger("medledger.p2p")
+
+WRITE_STALL_S = 30.0
+PATCHED_VERSION = "0.8.1"
+
+
+def harden_yamux() -> bool:
+    """Replace Yamux._write_frame with the guarded version (once per process). False,
+    with a warning, if the installed py-libp2p is not the version this was made for."""
+    from libp2p.io.exceptions import IOException
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+
+    if getattr(Yamux._write_frame, "_medledger_guard", False):
+        return True
+    version = metadata.version("libp2p")
+    if version != PATCHED_VERSION:
+        log.warning("libp2p_unpatched", version=version, expected=PATCHED_VERSION)
+        return False
+
+    async def _write_frame(self: Any, data: bytes) -> None:
+        async with self._write_lock:
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(WRITE_STALL_S) as stalled:
+                    await self.secured_conn.write(data)
+                if stalled.cancelled_caught:
+                    # Part of a frame may be on the wire: nothing after it could be read.
+                    with trio.move_on_after(1):
+                        await self.secured_conn.close()
+                    raise IOException(f"write stalled for {WRITE_STALL_S} s; connection closed")
+        await trio.lowlevel.checkpoint()
+
+    _write_frame._medledger_guard = True  # type: ignore[attr-defined]
+    Yamux._write_frame = _write_frame  # type: ignore[method-assign]
+    return True
+
+
+def guard_pubsub_handlers(host: Any, pubsub: Any, protocols: list[Any]) -> None:
+    """Re-register the pubsub stream handler for `protocols` so that no error of one
+    stream escapes into the swarm."""
+    handler: Callable[[Any], Awaitable[None]] = pubsub.stream_handler
+
+    async def guarded(stream: Any) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:  # one peer's bad stream must not end the node
+            peer_id = getattr(getattr(stream, "muxed_conn", None), "peer_id", None)
+            log.warning("gossip_stream_failed", reason=str(exc), kind=type(exc).__name__)
+            with trio.move_on_after(1), contextlib.suppress(Exception):
+                await stream.reset()
+            if peer_id is not None:
+                pubsub._handle_dead_peer(peer_id)
+
+    for protocol in protocols:
+        host.set_stream_handler(protocol, guarded)
