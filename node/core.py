@@ -121,6 +121,12 @@ class NodeCore:
         with self.lock:
             return self.mempool.peek(limit, local_only)
 
+    def pending_txs(self, limit: int, newest: bool = False) -> list[PendingTx]:
+        """Up to `limit` pending transactions, oldest first (or newest first), left in
+        the mempool (for the forwarder, which needs their origin and age)."""
+        with self.lock:
+            return self.mempool.newest(limit) if newest else self.mempool.oldest(limit)
+
     def expire(self, now_ms: int) -> None:
         """Drop pending transactions that expired, answering their waiters."""
         with self.lock:

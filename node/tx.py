@@ -6,6 +6,7 @@ body: the id and the signature are over `SignedTx.body` exactly as received.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -33,7 +34,7 @@ class Rejection(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParsedTx:
     raw: bytes  # the SignedTx bytes as received
     tx_id: bytes  # SHA-256 of body bytes
@@ -50,12 +51,37 @@ class ParsedTx:
         return self.body.function
 
 
+# Admission parses every transaction, and every node parses it again when it executes
+# the block (and again for each duplicate that arrives by forwarding or gossip). Parsing
+# is a pure function of the bytes, so the result of a recent parse is reused: a bounded
+# map from the SignedTx bytes to their ParsedTx, oldest dropped first. Refusals are not
+# kept (they are cheap to reproduce and must not fill the map).
+PARSE_MEMO_SIZE = 8_192
+_parsed: dict[bytes, ParsedTx] = {}
+
+
 def parse(raw: bytes, max_bytes: int) -> ParsedTx:
     """Structural checks only: size, protobuf shape, required fields."""
     if len(raw) > max_bytes:
         raise Rejection(
             TxCode.TOO_LARGE, f"transaction is {len(raw)} bytes; the limit is {max_bytes}"
         )
+    if type(raw) is not bytes:  # only bytes are hashable keys (not bytearray, memoryview)
+        return _parse(raw)
+    tx = _parsed.get(raw)
+    if tx is not None:
+        return tx
+    tx = _parse(raw)
+    memo = _parsed
+    if len(memo) >= PARSE_MEMO_SIZE:
+        # Oldest first; several threads may evict at once (the memo is only a cache).
+        with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+            del memo[next(iter(memo))]
+    memo[raw] = tx
+    return tx
+
+
+def _parse(raw: bytes) -> ParsedTx:
     signed = ledger_pb2.SignedTx()
     try:
         signed.ParseFromString(raw)
@@ -66,6 +92,29 @@ def parse(raw: bytes, max_bytes: int) -> ParsedTx:
         body.ParseFromString(signed.body)
     except DecodeError as exc:
         raise Rejection(TxCode.MALFORMED, f"SignedTx.body is not a TxBody: {exc}") from exc
+    complete = (
+        signed.body
+        and signed.signature
+        and body.chain_id
+        and body.contract
+        and body.function
+        and body.nonce
+        and body.created_at_ms > 0
+        and body.expires_at_ms > 0
+        and body.creator.certificate
+        and body.signature_algorithm != 0
+        and body.hash_algorithm != 0
+    )
+    if not complete:
+        _missing_fields(signed, body)
+    if len(body.nonce) < MIN_NONCE_BYTES:
+        raise Rejection(TxCode.MALFORMED, f"nonce must be at least {MIN_NONCE_BYTES} bytes")
+    if body.expires_at_ms <= body.created_at_ms:
+        raise Rejection(TxCode.MALFORMED, "expires_at_ms must be later than created_at_ms")
+    return ParsedTx(raw, sha256(signed.body), signed.body, body, signed.signature)
+
+
+def _missing_fields(signed: ledger_pb2.SignedTx, body: ledger_pb2.TxBody) -> None:
     missing = [
         name
         for name, present in (
@@ -85,11 +134,6 @@ def parse(raw: bytes, max_bytes: int) -> ParsedTx:
     ]
     if missing:
         raise Rejection(TxCode.MISSING_FIELD, "missing required field(s): " + ", ".join(missing))
-    if len(body.nonce) < MIN_NONCE_BYTES:
-        raise Rejection(TxCode.MALFORMED, f"nonce must be at least {MIN_NONCE_BYTES} bytes")
-    if body.expires_at_ms <= body.created_at_ms:
-        raise Rejection(TxCode.MALFORMED, "expires_at_ms must be later than created_at_ms")
-    return ParsedTx(raw, sha256(signed.body), signed.body, body, signed.signature)
 
 
 def decode_args(tx: ParsedTx) -> dict[str, Any]:
@@ -153,6 +197,10 @@ def decode_json_object(data: bytes, what: str) -> dict[str, Any]:
     return value
 
 
+# Enough for every transaction admitted within a max_tx_ttl at well above saturation.
+VERIFIED_MEMO_SIZE = 200_000
+
+
 @dataclass(frozen=True)
 class ChainRules:
     chain_id: bytes
@@ -174,9 +222,13 @@ class TxChecker:
         self.rules = rules
         self._verifier = verifier
         self._is_revoked = is_revoked
-        # sha256(SignedTx bytes) of signatures already verified: every node verifies a
-        # transaction once, at admission, not again when it executes.
-        self._verified: set[bytes] = set()
+        # sha256(tx id | signature) of signatures already verified: every node verifies
+        # a transaction once, at admission, not again when it executes. The tx id is the
+        # SHA-256 of the body (which names the creator's key), so the digest names exactly
+        # what `keys.verify` was given, and hashing it is cheaper than hashing the whole
+        # SignedTx. Oldest dropped first beyond VERIFIED_MEMO_SIZE, so a full memo never
+        # forces everything pending to be verified again at once.
+        self._verified: dict[bytes, None] = {}
 
     def check(self, tx: ParsedTx, now_ms: int) -> Identity:
         body = tx.body
@@ -221,15 +273,18 @@ class TxChecker:
                 TxCode.UNSUPPORTED_ALGORITHM,
                 "signature_algorithm does not match the creator's key",
             )
-        digest = sha256(tx.raw)
-        if digest not in self._verified:
+        verified = self._verified
+        digest = sha256(tx.tx_id + tx.signature)
+        if digest not in verified:
             if not keys.verify(identity.public_key, tx.signature, tx.body_bytes):
                 raise Rejection(
                     TxCode.BAD_SIGNATURE, "signature does not verify over the body bytes"
                 )
-            if len(self._verified) > 200_000:
-                self._verified.clear()
-            self._verified.add(digest)
+            if len(verified) >= VERIFIED_MEMO_SIZE:
+                # Oldest first; another thread may have evicted it already.
+                with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                    del verified[next(iter(verified))]
+            verified[digest] = None
         return identity
 
 

@@ -113,6 +113,9 @@ class LevelDBKV:
                 # Big enough for a block and its indexes; LevelDB's 4 MiB default is fine
                 # for writes but the block cache helps the gateway's reads.
                 lru_cache_size=64 * 1024 * 1024,
+                # Most tx-index lookups (duplicate checks at admission and execution)
+                # miss: a bloom filter answers those without reading a table block.
+                bloom_filter_bits=10,
             )
         except (plyvel.Error, OSError) as exc:
             raise _translate(exc, path) from exc

@@ -7,6 +7,7 @@ others' transactions.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from node.codes import TxCode
 from node.tx import Rejection
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PendingTx:
     tx_id: bytes
     raw: bytes
@@ -35,6 +36,10 @@ class Mempool:
     def __init__(self, limits: MempoolLimits) -> None:
         self.limits = limits
         self._txs: OrderedDict[bytes, PendingTx] = OrderedDict()
+        # The ids of the `local` ones, in the same order: gossip asks for the oldest
+        # local transactions every tenth of a second, and behind a backlog of forwarded
+        # ones a walk over the whole pool (under the node's lock) stalls admission.
+        self._local: OrderedDict[bytes, None] = OrderedDict()
         self._bytes = 0
         self._per_inst: dict[str, tuple[int, int]] = {}
 
@@ -71,6 +76,8 @@ class Mempool:
                 f"its share of this node's mempool; retry later",
             )
         self._txs[tx.tx_id] = tx
+        if tx.local:
+            self._local[tx.tx_id] = None
         self._bytes += size
         self._per_inst[tx.institution] = (count + 1, nbytes + size)
 
@@ -79,6 +86,9 @@ class Mempool:
         newer ones and without the capacity checks (it was admitted already)."""
         self._txs[tx.tx_id] = tx
         self._txs.move_to_end(tx.tx_id, last=False)
+        if tx.local:
+            self._local[tx.tx_id] = None
+            self._local.move_to_end(tx.tx_id, last=False)
         self._bytes += len(tx.raw)
         count, nbytes = self._per_inst.get(tx.institution, (0, 0))
         self._per_inst[tx.institution] = (count + 1, nbytes + len(tx.raw))
@@ -86,6 +96,8 @@ class Mempool:
     def remove(self, tx_id: bytes) -> PendingTx | None:
         tx = self._txs.pop(tx_id, None)
         if tx is not None:
+            if tx.local:
+                del self._local[tx_id]
             self._bytes -= len(tx.raw)
             count, nbytes = self._per_inst[tx.institution]
             if count == 1:
@@ -102,28 +114,36 @@ class Mempool:
         batch: list[PendingTx] = []
         expired: list[PendingTx] = []
         total = 0
-        for tx_id in list(self._txs):
-            tx = self._txs[tx_id]
+        txs = self._txs
+        # Only the head is visited (never a copy of the whole pool): under a backlog of
+        # tens of thousands the cost of a take stays that of the batch.
+        while txs:
+            tx = txs[next(iter(txs))]
             if tx.expires_at_ms <= now_ms:
                 expired.append(tx)
-                self.remove(tx_id)
+                self.remove(tx.tx_id)
                 continue
             if len(batch) >= max_txs or (batch and total + len(tx.raw) > max_bytes):
                 break
             batch.append(tx)
             total += len(tx.raw)
-            self.remove(tx_id)
+            self.remove(tx.tx_id)
         return batch, expired
 
     def peek(self, limit: int, local_only: bool = False) -> list[tuple[bytes, bytes]]:
         """The oldest `limit` pending transactions as (tx id, bytes), left in place."""
-        out: list[tuple[bytes, bytes]] = []
-        for tx in self._txs.values():
-            if len(out) >= limit:
-                break
-            if tx.local or not local_only:
-                out.append((tx.tx_id, tx.raw))
-        return out
+        if local_only:
+            txs = self._txs
+            return [(tx_id, txs[tx_id].raw) for tx_id in itertools.islice(self._local, limit)]
+        return [(tx.tx_id, tx.raw) for tx in itertools.islice(self._txs.values(), limit)]
+
+    def oldest(self, limit: int) -> list[PendingTx]:
+        """Up to `limit` of the oldest pending transactions, oldest first, left in place."""
+        return list(itertools.islice(self._txs.values(), limit))
+
+    def newest(self, limit: int) -> list[PendingTx]:
+        """Up to `limit` of the newest pending transactions, newest first, left in place."""
+        return list(itertools.islice(reversed(self._txs.values()), limit))
 
     def drop_expired(self, now_ms: int) -> list[PendingTx]:
         expired = [tx for tx in self._txs.values() if tx.expires_at_ms <= now_ms]

@@ -124,3 +124,33 @@ def test_leveldb_refused_save_writes_nothing(db: Any) -> None:
     again = LevelDBStorage(db)
     assert again.initial_state() == HardState(1, None, 0)
     assert again.last_index() == 2
+
+
+def test_leveldb_keeps_only_the_newest_payloads_in_memory(db: Any) -> None:
+    """Committed entries beyond `resident_bytes` live on disk only; every read still
+    returns them whole, and the twin's answers do not change."""
+    twin = MemoryStorage.bootstrap(MEMBERS)
+    storage = LevelDBStorage.initialize(db, MEMBERS, resident_bytes=100)
+    big = [Entry(1, i, EntryKind.NORMAL, bytes([i]) * 40) for i in range(1, 21)]
+    for store in (twin, storage):
+        store.save(HardState(1, "n1", 0), big[:10], None)
+        store.save(HardState(1, "n1", 15), big[10:], None)  # 1..15 committed
+    assert storage._resident_size <= 100 + 40 * 5  # uncommitted ones always stay
+    assert any(not e.data for e in storage._entries)  # some payloads left memory
+    for lo, hi, limit in [(1, 21, None), (3, 9, None), (1, 21, 100), (14, 18, 1), (20, 21, 0)]:
+        assert storage.entries(lo, hi, limit) == twin.entries(lo, hi, limit)
+    assert [storage.term(i) for i in range(1, 21)] == [twin.term(i) for i in range(1, 21)]
+    snap = Snapshot(SnapshotMeta(5, 1, MEMBERS), b"")
+    twin.compact(snap)
+    storage.compact(snap)
+    assert storage.entries(6, 21) == twin.entries(6, 21)
+    with pytest.raises(CompactedError):
+        storage.entries(5, 7)
+    # Overwriting the uncommitted suffix, then a restart, still agree.
+    tail = [Entry(2, i, EntryKind.NORMAL, b"x" * 60) for i in range(17, 19)]
+    twin.save(HardState(2, None, 15), tail, None)
+    storage.save(HardState(2, None, 15), tail, None)
+    assert storage.entries(6, 19) == twin.entries(6, 19)
+    again = LevelDBStorage(db, resident_bytes=100)
+    assert again.entries(6, 19) == twin.entries(6, 19)
+    assert again.last_index() == 18

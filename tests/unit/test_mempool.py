@@ -173,3 +173,24 @@ def test_cutter_cuts_on_timeout() -> None:
 def test_cutter_next_deadline() -> None:
     assert CUTTER.next_deadline_ms(100) == 150
     assert CUTTER.should_cut(1, 1, 100, CUTTER.next_deadline_ms(100) or 0)
+
+
+def test_peek_local_only_keeps_pool_order_through_take_remove_and_restore() -> None:
+    pool = Mempool(MempoolLimits(100, 10_000, 1.0))
+    for n in range(1, 9):
+        tx = pending(n)
+        pool.add(PendingTx(tx.tx_id, tx.raw, tx.institution, tx.expires_at_ms, n, n % 2 == 0))
+
+    def local(limit: int = 10) -> list[int]:
+        return [tx_id[-1] for tx_id, _ in pool.peek(limit, local_only=True)]
+
+    assert local() == [2, 4, 6, 8] and local(2) == [2, 4]
+    assert [tx_id[-1] for tx_id, _ in pool.peek(3)] == [1, 2, 3]
+    batch, _ = pool.take(3, 10_000, now_ms=0)  # 1, 2, 3
+    pool.remove((6).to_bytes(32, "big"))
+    assert local() == [4, 8]
+    for tx in reversed(batch):
+        pool.restore(tx)
+    assert local() == [2, 4, 8]
+    assert [tx.tx_id[-1] for tx in pool.oldest(3)] == [1, 2, 3]
+    assert [tx.tx_id[-1] for tx in pool.newest(2)] == [8, 7]
