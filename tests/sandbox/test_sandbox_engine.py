@@ -381,25 +381,30 @@ def test_a_worker_short_of_cpu_is_slow_not_lost(zygote: Zygote) -> None:
         engine.execute(call, MemoryState())  # starts the worker
         pid = engine.worker_pid
         assert pid is not None
-        before = _cpu_seconds(pid)
-        engine.execute(call, MemoryState())
-        used = (_cpu_seconds(pid) or 0.0) - (before or 0.0)
+        samples = []
+        for _ in range(2):
+            before = _cpu_seconds(pid) or 0.0
+            engine.execute(call, MemoryState())
+            samples.append((_cpu_seconds(pid) or 0.0) - before)
+        used = max(samples)
     assert used > 0.05, f"calibration too small: {used} s of CPU"
-    # Budget 1.6x the CPU the call needs; then share one core with a busy process so
-    # that the call takes about twice its CPU time in wall-clock time.
+    # Budget 1.6x the CPU the call needs; then share one core with three busy processes
+    # so that the call takes about four times its CPU time in wall-clock time.
     with SandboxEngine(zygote, base_timeout=1.6 * used, seconds_per_gas=0.0) as engine:
         engine.load(module("loop", LOOP_SOURCE))
         engine.execute(invocation("loop", "work", {"n": 1}), MemoryState())
         pid = engine.worker_pid
         assert pid is not None
         core = {min(os.sched_getaffinity(0))}
-        hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
         try:
-            os.sched_setaffinity(hog.pid, core)
+            for hog in hogs:
+                os.sched_setaffinity(hog.pid, core)
             os.sched_setaffinity(pid, core)
             outcome = engine.execute(call, MemoryState())
         finally:
-            hog.kill()
-            hog.wait()
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
         assert outcome.code == 0, outcome
         assert engine.starved_waits >= 1
