@@ -44,13 +44,13 @@ def _resolve_identity(name: str, identity_dir: str) -> str:
 def _run(args: argparse.Namespace) -> int:
     from node.cli.main import _client, emit
     from node.sdk import records
-    from node.sdk.client import Identity, TxFailed
+    from node.sdk.client import Identity, QueryRefused, TxFailed
 
     identity = Identity.load(args.identity)
     with _client(args) as client:
         try:
             data = args.action(records, client, identity, args)
-        except (TxFailed, records.RecordAccessError, LookupError) as exc:
+        except (TxFailed, QueryRefused, records.RecordAccessError, LookupError) as exc:
             print(f"medledger: refused: {exc}", file=sys.stderr)
             if args.json:
                 emit(args, {"ok": False, "error": str(exc)})
