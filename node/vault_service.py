@@ -518,11 +518,8 @@ class VaultService(vault_pb2_grpc.VaultServicer):
             record = self._state("records", "record/" + record_id)
             if record is not None and record["status"] == "erased":
                 erased += self.vault.erase(record_id)
-            elif record is None:
-                folder = self.vault.root / "records" / record_id
-                age_ms = now - int(folder.stat().st_mtime * 1000)
-                if age_ms > ORPHAN_AFTER_MS:
-                    dropped += self.vault.erase(record_id)
+            elif record is None and now - self.vault.stored_at_ms(record_id) > ORPHAN_AFTER_MS:
+                dropped += self.vault.erase(record_id)
         if erased or dropped:
             log.info("vault_reconciled", erased=erased, orphans_dropped=dropped)
         return {"erased": erased, "orphans_dropped": dropped}

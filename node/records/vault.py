@@ -208,6 +208,13 @@ class Vault:
                 continue
         return sorted(names)
 
+    def stored_at_ms(self, record_id: str) -> int:
+        """When the record's upload completed (Unix ms, from its folder's mtime)."""
+        try:
+            return int(self._record_dir(record_id).stat().st_mtime * 1000)
+        except FileNotFoundError:
+            raise RecordNotFoundError(f"record {record_id} is not in this vault") from None
+
     def record_ids(self) -> list[str]:
         return sorted(p.name for p in self._records.iterdir() if p.is_dir())
 
