@@ -20,6 +20,10 @@ class Mutation(enum.Enum):
     # Tell the application that nothing in a Ready needs an fsync, so messages that
     # depend on new entries and votes leave before those are durable.
     SEND_BEFORE_PERSIST = "send_before_persist"
+    # Count the leader's own entries toward the commit quorum as soon as it appends
+    # them, before its (asynchronous) save made them durable: a "committed" entry may
+    # then exist on a minority of disks (thesis §10.2.1 counts the leader once saved).
+    COUNT_LEADER_BEFORE_PERSIST = "count_leader_before_persist"
     # Accept APPEND from a leader of an older term (stale leaders overwrite logs).
     ACCEPT_STALE_LEADER = "accept_stale_leader"
     # Answer ReadIndex from the leader's commit index without confirming leadership
@@ -45,6 +49,11 @@ class RaftConfig:
     # limit), so that a leader cut off from its quorum does not pile up a log that its
     # successor must ship before anything new commits.
     max_uncommitted_entries: int = 0
+    # Send every follower an APPEND (empty if need be) as soon as the commit index
+    # moves. False: followers learn it from the next APPEND or heartbeat instead, which
+    # under load saves a message, a Ready and a write per follower per commit; when
+    # idle, followers then apply up to a heartbeat interval later.
+    broadcast_commit: bool = True
     # Bound on the bytes of committed entries handed out in one Ready.
     max_committed_bytes_per_ready: int = 8 << 20
     # The application's durable applied index at start-up: committed entries above it

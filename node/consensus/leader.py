@@ -40,6 +40,7 @@ class LeaderMixin:
     stall_ticks: int
     mut_commit_prior: bool
     mut_read_no_quorum: bool
+    mut_count_unsaved: bool
 
     def become_follower(self, term: int, lead: str | None) -> None:
         raise NotImplementedError  # in Raft
@@ -55,10 +56,23 @@ class LeaderMixin:
     def _append(self, entries: list[Entry]) -> None:
         self.log.append(entries)
         self._track_configs(entries)
+        if self.mut_count_unsaved:
+            own = self.progress.get(self.id)
+            if own is not None:
+                own.maybe_update(self.log.last_index())
+            self._maybe_commit()
+        # Otherwise the leader counts itself only once these are saved (on_persisted):
+        # they may go out to the followers before that (thesis §10.2.1).
+
+    def on_persisted(self) -> None:
+        """The application saved more of the log: the leader's own match follows its
+        durable log, never its last index, so that a committed entry is durable on a
+        majority even if the leader crashes before its own write finishes."""
+        if self.role is not Role.LEADER:
+            return
         own = self.progress.get(self.id)
-        if own is not None:
-            own.maybe_update(self.log.last_index())
-        self._maybe_commit()  # a single voter commits on its own
+        if own is not None and own.maybe_update(self.log.stable_index()) and self._maybe_commit():
+            self.pending_bcast |= self.cfg.broadcast_commit
 
     def propose(self, payloads: list[bytes]) -> int:
         """Append NORMAL entries; returns the index of the last one."""
@@ -218,7 +232,7 @@ class LeaderMixin:
                 pr.become_replicate()
         else:
             pr.free_inflight_to(m.index)
-        committed = self._maybe_commit()
+        committed = self._maybe_commit() and self.cfg.broadcast_commit
         if committed:
             self.pending_bcast = True  # the broadcast tells everyone, this follower too
         if self.role is not Role.LEADER:

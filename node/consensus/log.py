@@ -1,11 +1,14 @@
 """The Raft log as the core sees it: stable entries in Storage plus an unstable tail.
 
 Entries the core appends live in the unstable tail until the application reports (via
-`RawNode.advance`) that it saved them; then reads go to Storage. An unstable snapshot,
-received from a leader, replaces the whole log until it is saved.
+`RawNode.advance` or `RawNode.persisted`) that it saved them; then reads go to Storage.
+Within the tail, entries from `in_progress` on have not been handed out in a Ready yet;
+those before it are being saved (a leader's asynchronous write, thesis §10.2.1). An
+unstable snapshot, received from a leader, replaces the whole log until it is saved.
 
 Index invariants: snapshot index < first_index() <= committed + 1, applied <= committed
-<= last_index(). The committed index never decreases.
+<= last_index(); unstable_offset <= in_progress <= last_index() + 1. The committed index
+never decreases.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ class RaftLog:
         self.storage = storage
         self.unstable: list[Entry] = []
         self.unstable_offset = storage.last_index() + 1  # index of unstable[0]
+        # First unstable index not yet handed out to be saved.
+        self.in_progress = self.unstable_offset
         self.unstable_snapshot: Snapshot | None = None
         snap_index = storage.first_index() - 1
         hs = storage.initial_state()
@@ -56,6 +61,13 @@ class RaftLog:
             return self.storage.term(index)
         except (CompactedError, UnavailableError):
             return None
+
+    def stable_index(self) -> int:
+        """Last index whose entry the application reported saved (durably, when the
+        Ready said must_sync); 0 while a received snapshot is not saved yet."""
+        if self.unstable_snapshot is not None:
+            return 0
+        return self.unstable_offset - 1
 
     def last_term(self) -> int:
         t = self.term(self.last_index())
@@ -126,6 +138,8 @@ class RaftLog:
             return
         first = entries[0].index
         assert first > self.committed, f"overwriting committed index {first}"
+        if first < self.in_progress:
+            self.in_progress = first  # the replacements are yet to be handed out
         off = self.unstable_offset
         end = off + len(self.unstable)
         if first == end:
@@ -170,7 +184,20 @@ class RaftLog:
         self.unstable_snapshot = snapshot
         self.unstable = []
         self.unstable_offset = snapshot.meta.index + 1
+        self.in_progress = self.unstable_offset
         self.committed = snapshot.meta.index
+
+    def unsaved(self) -> list[Entry]:
+        """Entries not handed out to be saved yet."""
+        return self.unstable[self.in_progress - self.unstable_offset :]
+
+    def has_unsaved(self) -> bool:
+        return self.in_progress < self.unstable_offset + len(self.unstable)
+
+    def saving_to(self, index: int) -> None:
+        """Entries up to `index` were handed out and are being saved."""
+        if index >= self.in_progress:
+            self.in_progress = index + 1
 
     def stable_to(self, index: int, term: int) -> None:
         """The application saved entries up to (index, term)."""
@@ -179,6 +206,8 @@ class RaftLog:
             return  # overwritten since that Ready; the new tail is still unstable
         del self.unstable[: index + 1 - off]
         self.unstable_offset = index + 1
+        if self.in_progress < self.unstable_offset:
+            self.in_progress = self.unstable_offset
 
     def stable_snapshot_to(self, index: int) -> None:
         if self.unstable_snapshot is not None and self.unstable_snapshot.meta.index == index:
@@ -188,16 +217,18 @@ class RaftLog:
         if index > self.applied:
             self.applied = min(index, self.committed)
 
-    def next_committed(self, max_bytes: int) -> list[Entry]:
+    def next_committed(self, max_bytes: int, limit: int) -> list[Entry]:
+        """Committed entries to apply next, none beyond `limit`."""
         lo = self.applied + 1
         if self.unstable_snapshot is not None:
             lo = max(lo, self.unstable_snapshot.meta.index + 1)
-        if lo > self.committed:
+        hi = min(self.committed, limit)
+        if lo > hi:
             return []
-        return self.slice(lo, self.committed + 1, max_bytes)
+        return self.slice(lo, hi + 1, max_bytes)
 
-    def has_next_committed(self) -> bool:
+    def has_next_committed(self, limit: int) -> bool:
         lo = self.applied + 1
         if self.unstable_snapshot is not None:
             lo = max(lo, self.unstable_snapshot.meta.index + 1)
-        return lo <= self.committed
+        return lo <= min(self.committed, limit)

@@ -70,6 +70,7 @@ class Raft(LeaderMixin):
         self.mut_stale_vote = Mutation.VOTE_FOR_STALE_LOG in muts
         self.mut_accept_stale = Mutation.ACCEPT_STALE_LEADER in muts
         self.mut_read_no_quorum = Mutation.READ_WITHOUT_QUORUM in muts
+        self.mut_count_unsaved = Mutation.COUNT_LEADER_BEFORE_PERSIST in muts
         self.become_follower(self.term, None)
 
     # ---- small queries ---------------------------------------------------------------
@@ -130,7 +131,8 @@ class Raft(LeaderMixin):
             )
         own = self.progress.get(self.id)
         if own is not None:
-            own.match = last
+            # Only what is durable here counts toward commits (see on_persisted).
+            own.match = last if self.mut_count_unsaved else self.log.stable_index()
             own.become_replicate()
         self.noop_index = last + 1
         self._append([Entry(self.term, last + 1, EntryKind.NOOP)])

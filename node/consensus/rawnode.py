@@ -14,6 +14,20 @@ The loop around it (a trio task in the node, a plain loop in the simulator) is:
 
 Persisting before sending is what makes votes and acknowledgements mean something;
 applying may happen after sending because committed entries are durable on a quorum.
+
+A leader need not wait for its own disk (Raft thesis §10.2.1, etcd's asynchronous
+storage writes). When `rd.async_save` is set (only at a leader whose term and vote are
+already durable), the application may instead
+
+        send(rd.messages); apply(rd.committed_entries)   # all durable here already
+        node.advance_async(rd)                           # the save is still running
+        ... in the background, in Ready order: storage.save(...); then, on the loop,
+        node.persisted(rd.entries[-1].index, rd.entries[-1].term)
+
+and take the next Ready before the save finishes. The leader counts itself toward a
+commit only for entries reported persisted, so an entry is committed only once a
+majority holds it durably; followers still persist before they acknowledge. Before
+handling a Ready without `async_save`, wait for every save still running.
 """
 
 from __future__ import annotations
@@ -46,9 +60,12 @@ class Ready:
     entries: tuple[Entry, ...]  # save these (they may overwrite stored ones)
     snapshot: Snapshot | None  # save and restore this snapshot (from the leader)
     committed_entries: tuple[Entry, ...]  # apply these in order, after the snapshot
-    messages: tuple[Message, ...]  # send these only after saving
+    messages: tuple[Message, ...]  # send these only after saving (unless async_save)
     read_states: tuple[ReadState, ...]  # linearizable reads that may proceed
     must_sync: bool  # whether the save must be durable before sending
+    # A leader's Ready whose messages may leave, and whose committed entries (durable
+    # here already) may be applied, while its save still runs: see advance_async.
+    async_save: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,16 +137,35 @@ class RawNode:
 
     # ---- outputs -----------------------------------------------------------------------
 
+    def _async_ok(self) -> bool:
+        """May this node's next Ready go out before its save? Only a leader's whose
+        term and vote are durable already: then its messages depend on its log entries
+        alone, which followers may hold before the leader does (thesis §10.2.1)."""
+        r = self.raft
+        prev = self._prev_hard
+        return (
+            r.role is Role.LEADER
+            and r.term == prev.term
+            and r.vote == prev.vote
+            and r.log.unstable_snapshot is None
+        )
+
+    def _apply_limit(self) -> int:
+        # An asynchronous Ready is applied before its own save: hand out only entries
+        # durable here. Otherwise the save comes first and covers the rest.
+        log = self.raft.log
+        return log.stable_index() if self._async_ok() else log.committed
+
     def has_ready(self) -> bool:
         r = self.raft
         log = r.log
         return bool(
             r.msgs
             or r.pending_bcast
-            or log.unstable
+            or log.has_unsaved()
             or log.unstable_snapshot is not None
             or r.read_states
-            or log.has_next_committed()
+            or log.has_next_committed(self._apply_limit())
             or r.term != self._prev_hard.term
             or r.vote != self._prev_hard.vote
             or log.committed != self._prev_hard.commit
@@ -146,7 +182,8 @@ class RawNode:
         hard = r.hard_state()
         hard_changed = hard != self._prev_hard
         soft = SoftState(r.lead, r.role)
-        entries = tuple(log.unstable)
+        async_ok = self._async_ok()
+        entries = tuple(log.unsaved())
         # Only term, vote and entries need an fsync: a lost commit index is learned again.
         must_sync = (
             bool(entries)
@@ -158,30 +195,55 @@ class RawNode:
             hard_state=hard if hard_changed else None,
             entries=entries,
             snapshot=log.unstable_snapshot,
-            committed_entries=tuple(log.next_committed(r.cfg.max_committed_bytes_per_ready)),
+            committed_entries=tuple(
+                log.next_committed(r.cfg.max_committed_bytes_per_ready, self._apply_limit())
+            ),
             messages=tuple(r.msgs),
             read_states=tuple(r.read_states),
             must_sync=must_sync and not self._unsynced,
+            async_save=async_ok,
         )
         r.msgs = []
         r.read_states = []
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """The application saved, sent and applied everything in `rd`."""
+        """The application saved, sent and applied everything in `rd`. Saves of earlier
+        asynchronous Readys must be finished (and are taken as persisted)."""
         log = self.raft.log
-        if rd.hard_state is not None:
-            self._prev_hard = rd.hard_state
-        if rd.soft_state is not None:
-            self._prev_soft = rd.soft_state
+        self._advance(rd)
         if rd.entries:
             last = rd.entries[-1]
             log.stable_to(last.index, last.term)
         if rd.snapshot is not None:
             log.stable_snapshot_to(rd.snapshot.index)
             log.applied_to(rd.snapshot.index)
+        self.raft.on_persisted()
+
+    def advance_async(self, rd: Ready) -> None:
+        """For a Ready with `async_save`: its messages are sent and its committed entries
+        applied, but its save is still running. Report it with `persisted` when done;
+        saves must finish in the order of their Readys."""
+        if not rd.async_save:
+            raise ValueError("this Ready must be saved before advance(rd)")
+        self._advance(rd)
+        if rd.entries:
+            self.raft.log.saving_to(rd.entries[-1].index)
+
+    def persisted(self, index: int, term: int) -> None:
+        """The save of entries up to (index, term), from a Ready handled with
+        `advance_async`, is durable. A report about entries overwritten since is
+        ignored."""
+        self.raft.log.stable_to(index, term)
+        self.raft.on_persisted()
+
+    def _advance(self, rd: Ready) -> None:
+        if rd.hard_state is not None:
+            self._prev_hard = rd.hard_state
+        if rd.soft_state is not None:
+            self._prev_soft = rd.soft_state
         if rd.committed_entries:
-            log.applied_to(rd.committed_entries[-1].index)
+            self.raft.log.applied_to(rd.committed_entries[-1].index)
 
     # ---- snapshots and status ----------------------------------------------------------
 

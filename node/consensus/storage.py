@@ -2,7 +2,8 @@
 
 The core only *reads* storage (entries, terms, the snapshot, the initial state). The
 application *writes* it: after each `Ready` it calls `save(...)` with the hard state,
-entries and snapshot the Ready carries, before sending the Ready's messages, and it calls
+entries and snapshot the Ready carries, before sending the Ready's messages (a leader's
+Ready marked `async_save` may be sent first: see rawnode.py), and it calls
 `compact(snapshot)` when it has taken a snapshot of its state machine.
 
 Ownership: returned lists are fresh lists the caller may keep or change; the Entry and

@@ -8,7 +8,8 @@ entries make no block. The applied index is written in the block's own batch, so
 crash committed-but-unapplied entries are applied again, never twice.
 
 One loop owns the RawNode's Ready cycle: persist (synced when Raft says so), then send,
-then apply, then advance (STYLE 1).
+then apply, then advance (STYLE 1); a leader's Ready marked `async_save` is sent before
+its save instead (see node/consensus/rawnode.py).
 """
 
 from __future__ import annotations
@@ -169,6 +170,10 @@ class RaftOrderer:
     async def _handle(self, rd: Ready) -> None:
         # Shielded: a Ready is persisted, sent, applied and advanced as one step.
         with trio.CancelScope(shield=True):
+            if rd.async_save and rd.messages:
+                # A leader's entries may reach the followers while it writes them (Raft
+                # thesis §10.2.1): it counts itself toward a commit only after advance().
+                self.send(rd.messages)
             if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
                 await trio.to_thread.run_sync(
                     self.storage.save,
@@ -177,7 +182,7 @@ class RaftOrderer:
                     rd.snapshot,
                     rd.must_sync,
                 )
-            if rd.messages:
+            if rd.messages and not rd.async_save:
                 self.send(rd.messages)
             if rd.snapshot is not None and self.on_snapshot is not None:
                 async with self.apply_lock:

@@ -10,10 +10,13 @@ ops/s, p50/p99/max commit latency, CPU seconds per op per member, durability) an
 --save writes perf/results/raft.json with the machine, command and time. Every process
 it starts is stopped at the end, whatever happens.
 
-Systems: medledger (durable LevelDB, synced as Raft asks), pysyncobj (SyncObjConf
-defaults: in-memory log, no fsync), pysyncobj-tuned (the same with the low-latency
-settings in PYSYNCOBJ_TUNED), and diagnostics medledger-nofsync, medledger-thread (fsync
-in a worker thread), medledger-gc (gc.freeze and a higher GC threshold) and
+Systems: medledger (durable LevelDB, synced as Raft asks; the leader sends before its
+own save, thesis §10.2.1), pysyncobj (SyncObjConf defaults: in-memory log, no fsync),
+pysyncobj-tuned (the same with the low-latency settings in PYSYNCOBJ_TUNED), and
+diagnostics medledger-sync (persist before sending everywhere, as before), medledger-lazy
+(commits ride on the next APPEND or heartbeat), medledger-writer (the leader's saves in
+one writer thread, Readys pipelined), medledger-nofsync, medledger-thread (fsync in a
+worker thread, persist first), medledger-gc (gc.freeze and a higher GC threshold) and
 medledger-early (acknowledges entries already stored before this Ready's fsync). The
 goal is judged against the faster PySyncObj configuration of the run.
 """
@@ -41,6 +44,9 @@ RESULTS = ROOT / "perf" / "results"
 HOST = "127.0.0.1"
 SYSTEMS = (
     "medledger",
+    "medledger-writer",
+    "medledger-sync",
+    "medledger-lazy",
     "medledger-nofsync",
     "medledger-thread",
     "medledger-gc",
@@ -89,8 +95,11 @@ def member_commands(
     ids = [f"n{i + 1}" for i in range(3)]
     raft = ",".join(f"{n}={p}" for n, p in zip(ids, raft_ports, strict=True))
     extra = {
+        "medledger-writer": ["--async-save", "writer"],
+        "medledger-sync": ["--async-save", "off"],
+        "medledger-lazy": ["--lazy-commit"],
         "medledger-nofsync": ["--no-fsync"],
-        "medledger-thread": ["--save-in-thread"],
+        "medledger-thread": ["--save-in-thread", "--async-save", "off"],
         "medledger-gc": ["--gc-threshold", "100000"],
         "medledger-early": ["--apply-early"],
     }
@@ -259,8 +268,12 @@ def main() -> int:
             "warmup_s": args.warmup,
             "seconds": args.seconds,
             "medledger": "RawNode + LevelDBStorage (plyvel, sync=True when must_sync, saves on the "
-            "event loop), "
+            "event loop; the leader sends a Ready marked async_save before saving it and counts "
+            "itself once saved), "
             f"trio TCP, tick {args.tick_ms} ms, election_tick 10, heartbeat_tick 1",
+            "medledger-sync": "as medledger before issue 3's async save: persist, then send",
+            "medledger-lazy": "as medledger, RaftConfig(broadcast_commit=False)",
+            "medledger-writer": "as medledger, leader saves in one writer thread (pipelined)",
             "pysyncobj": "0.3.17, SyncObjConf() defaults, in-memory log, no fsync",
             "pysyncobj-tuned": f"as pysyncobj, with {', '.join(PYSYNCOBJ_TUNED)}",
         },

@@ -1,12 +1,20 @@
 """One member of a 3-member MedLedger Raft group, for the Raft-only benchmark.
 
     python -m perf.raft.member --id n1 --raft n1=7001,n2=7002,n3=7003 --client-port 7101 \
-        --data /tmp/n1 [--tick-ms 50] [--no-fsync] [--save-in-thread] [--profile out.prof]
+        --data /tmp/n1 [--tick-ms 50] [--async-save loop|writer|off] [--no-fsync]
+        [--save-in-thread] [--profile out.prof]
 
 Our RawNode over durable LevelDBStorage, driven by one trio task in the order the core
-asks for: persist (synced when `must_sync`), send, apply, advance. Saves run on the event
-loop: on this 2-core machine a `trio.to_thread` hop per synced Ready (`--save-in-thread`,
-what RaftOrderer does) cost ~35 us of CPU per op. Whatever arrives during a save goes into
+asks for: persist (synced when `must_sync`), send, apply, advance; except that a
+leader's Ready marked `async_save` goes out before its save (Raft thesis §10.2.1: the
+leader writes its log in parallel with replicating it and counts itself toward a commit
+once the write is durable). `--async-save loop` (default) sends such a Ready's messages
+and client acknowledgements, lets the sender tasks run, then saves on the event loop;
+`writer` hands the save to one long-lived writer thread and takes the next Ready at once
+(reported back with `RawNode.persisted`); `off` persists before sending everywhere.
+Followers always persist before they acknowledge. Other saves run on the event loop: on
+this 2-core machine a `trio.to_thread` hop per synced Ready (`--save-in-thread`, what
+RaftOrderer does) cost ~35 us of CPU per op. Whatever arrives during a save goes into
 the next Ready (group commit). Peers talk over one persistent TCP connection per
 direction on 127.0.0.1; all messages to one peer from one Ready travel in one
 length-prefixed frame (raft_wire). Clients send 300-byte commands on `--client-port`;
@@ -20,11 +28,13 @@ import argparse
 import cProfile
 import gc
 import json
+import queue
 import random
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -34,6 +44,7 @@ import trio
 from node.consensus import (
     Entry,
     EntryKind,
+    HardState,
     Membership,
     Message,
     NotLeader,
@@ -100,6 +111,59 @@ class PeerLink:
             await trio.sleep(0.05)
 
 
+class Writer:
+    """One long-lived thread that saves a leader's asynchronous Readys in order, so that
+    the Ready loop goes on while LevelDB fsyncs (plyvel releases the GIL for the write).
+    Completion is reported on the trio thread with `token.run_sync_soon`, in order."""
+
+    def __init__(self, storage: LevelDBStorage, token: trio.lowlevel.TrioToken) -> None:
+        self.storage = storage
+        self.token = token
+        self.jobs: queue.SimpleQueue[
+            tuple[HardState | None, tuple[Entry, ...], bool, Callable[[], None]] | None
+        ] = queue.SimpleQueue()
+        self.pending = 0  # submitted, not yet reported done (trio thread only)
+        self.idle = trio.Event()
+        self.idle.set()
+        self.thread = threading.Thread(target=self._run, name="raft-writer", daemon=True)
+        self.thread.start()
+
+    def submit(
+        self,
+        hard_state: HardState | None,
+        entries: tuple[Entry, ...],
+        sync: bool,
+        done: Callable[[], None],
+    ) -> None:
+        if self.pending == 0:
+            self.idle = trio.Event()
+        self.pending += 1
+        self.jobs.put((hard_state, entries, sync, done))
+
+    async def drain(self) -> None:
+        """Wait until every submitted save is durable and reported."""
+        while self.pending:
+            await self.idle.wait()
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            hard_state, entries, sync, done = job
+            self.storage.save(hard_state, entries, None, sync)
+            try:
+                self.token.run_sync_soon(done)
+            except trio.RunFinishedError:
+                return  # the member is stopping
+
+    def finished(self) -> None:
+        self.pending -= 1
+        if self.pending == 0:
+            self.idle.set()
+
+
 class ClientConn:
     """A client connection: acknowledgements are buffered and flushed once per Ready."""
 
@@ -132,6 +196,9 @@ class Member:
         fsync: bool,
         save_in_thread: bool,
         apply_early: bool = False,
+        async_save: str = "loop",
+        broadcast_commit: bool = True,
+        compact_every: int = COMPACT_EVERY,
     ) -> None:
         self.node_id = node_id
         self.raft_ports = raft_ports
@@ -140,9 +207,13 @@ class Member:
         self.fsync = fsync
         self.save_in_thread = save_in_thread
         self.apply_early = apply_early
+        self.async_save = async_save
+        self.writer: Writer | None = None
         self.db = plyvel.DB(str(data_dir), create_if_missing=True, error_if_exists=True)
         self.storage = LevelDBStorage.initialize(self.db, Membership.of(raft_ports))
-        config = RaftConfig(id=node_id, election_tick=10, heartbeat_tick=1)
+        config = RaftConfig(
+            id=node_id, election_tick=10, heartbeat_tick=1, broadcast_commit=broadcast_commit
+        )
         self.node = RawNode(config, self.storage, random.Random(node_id))
         self.wake = trio.Event()
         self.links = {
@@ -154,9 +225,11 @@ class Member:
         self.applied_ops = 0
         self.applied_index = 0
         self.snapshot_index = 0
-        self.compact_offset = sorted(raft_ports).index(node_id) * COMPACT_EVERY // 3
+        self.compact_every = compact_every
+        self.compact_offset = sorted(raft_ports).index(node_id) * compact_every // 3
         self.readies = 0
         self.synced_saves = 0
+        self.async_saves = 0
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -168,11 +241,15 @@ class Member:
             for link in self.links.values():
                 nursery.start_soon(link.run)
             nursery.start_soon(self._ticker)
+            if self.async_save == "writer":
+                self.writer = Writer(self.storage, trio.lowlevel.current_trio_token())
             nursery.start_soon(self._ready_loop)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
+        if self.writer is not None:
+            self.writer.close()
 
     # ---- network inputs ------------------------------------------------------------------
 
@@ -258,6 +335,11 @@ class Member:
 
     async def _handle(self, rd: Ready) -> None:
         self.readies += 1
+        if rd.async_save and self.async_save != "off":
+            await self._handle_async(rd)
+            return
+        if self.writer is not None:
+            await self.writer.drain()  # a Ready that must be durable first waits for them
         committed = rd.committed_entries
         if self.apply_early and committed:
             # Diagnostic (not the documented loop order): entries committed in this Ready
@@ -289,6 +371,48 @@ class Member:
         if rd.committed_entries:
             self.applied_index = rd.committed_entries[-1].index
             self._maybe_compact()
+
+    async def _handle_async(self, rd: Ready) -> None:
+        """A leader's Ready: its messages depend only on its entries, which followers
+        may hold before it does; its committed entries are durable here already. Send
+        and acknowledge first, save after (or in the writer thread)."""
+        if rd.messages:
+            self._send(rd.messages)
+        if rd.soft_state is not None:
+            self._role_changed(rd.soft_state.role)
+        self._apply(rd.committed_entries)
+        self._flush_acks()
+        sync = rd.must_sync and self.fsync
+        has_save = rd.hard_state is not None or bool(rd.entries)
+        if self.writer is not None:
+            if has_save:
+                self.async_saves += 1
+                self.synced_saves += sync
+                self.writer.submit(rd.hard_state, rd.entries, sync, self._saved(rd.entries))
+            self.node.advance_async(rd)
+        else:
+            if has_save:
+                # Two checkpoints: the peer and client senders woken above run (their
+                # sends reach the kernel) before the fsync blocks this thread.
+                await trio.sleep(0)
+                await trio.sleep(0)
+                self.async_saves += 1
+                self.synced_saves += sync
+                self.storage.save(rd.hard_state, rd.entries, None, sync)
+            self.node.advance(rd)
+        if rd.committed_entries:
+            self.applied_index = rd.committed_entries[-1].index
+            self._maybe_compact()
+
+    def _saved(self, entries: tuple[Entry, ...]) -> Callable[[], None]:
+        def done() -> None:
+            assert self.writer is not None
+            self.writer.finished()
+            if entries:
+                self.node.persisted(entries[-1].index, entries[-1].term)
+            self.wake.set()
+
+        return done
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         """The no-op state machine: count, and acknowledge our clients' commands."""
@@ -327,8 +451,10 @@ class Member:
 
     def _maybe_compact(self) -> None:
         index = self.applied_index - COMPACT_KEEP - self.compact_offset
-        if index - self.snapshot_index < COMPACT_EVERY:
+        if index - self.snapshot_index < self.compact_every:
             return
+        if self.writer is not None and self.writer.pending:
+            return  # the storage's memory copy has one writer at a time; retry later
         self.storage.compact(self.node.make_snapshot(index, b""))
         self.snapshot_index = index
 
@@ -342,6 +468,7 @@ class Member:
             "applied_ops": self.applied_ops,
             "readies": self.readies,
             "synced_saves": self.synced_saves,
+            "async_saves": self.async_saves,
         }
 
 
@@ -369,6 +496,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="diagnostic: apply already-stored committed entries before this Ready's fsync",
     )
+    parser.add_argument(
+        "--async-save",
+        choices=("loop", "writer", "off"),
+        default="loop",
+        help="how a leader saves a Ready it may send first (see the module docstring)",
+    )
+    parser.add_argument(
+        "--lazy-commit",
+        action="store_true",
+        help="RaftConfig(broadcast_commit=False): commits ride on the next APPEND/heartbeat",
+    )
+    parser.add_argument(
+        "--compact-every", type=int, default=COMPACT_EVERY, help="entries between compactions"
+    )
     parser.add_argument("--profile", type=Path, help="write cProfile stats here on exit")
     args = parser.parse_args(argv)
     member = Member(
@@ -380,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
         fsync=not args.no_fsync,
         save_in_thread=args.save_in_thread,
         apply_early=args.apply_early,
+        async_save=args.async_save,
+        broadcast_commit=not args.lazy_commit,
+        compact_every=args.compact_every,
     )
     if args.gc_threshold:
         gc.freeze()

@@ -71,6 +71,7 @@ def summarize(results: list[SeedResult], elapsed: float) -> dict[str, Any]:
         "network": dict(sorted(network.items())),  # messages cut, dropped, duplicated
         "reads": sum(r.reads for r in results),
         "reads_served": sum(r.reads_served for r in results),
+        "background_writes": sum(r.background_writes for r in results),
         "liveness_bound_ticks": LIVENESS_TICKS,
         "max_recovery_ticks": max((r.max_recovery_ticks for r in results), default=0),
         "min_commits_per_seed": min((r.commits for r in results), default=0),

@@ -3,7 +3,10 @@ transfers, membership changes and snapshots, with safety checked after every ste
 
 Time is counted in ticks. Every tick: due messages are delivered (each node steps
 them), every running node ticks, a client proposes at the leader, and every node
-handles its Ready (persist, send, apply, compact). The run alternates chaos phases, in
+handles its Ready (persist, send, apply, compact). In most seeds a leader's Ready with
+`async_save` is handled as the thesis (§10.2.1) allows: sent and applied at once, its
+write finishing 1-3 ticks later (a crash before then loses it); other Readys wait for
+those writes and then save before sending. The run alternates chaos phases, in
 which faults are injected, with calm phases, in which the network is healed, every
 node runs, and liveness is required: a leader and a new commit within
 LIVENESS_TICKS.
@@ -18,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from node.consensus.config import Mutation, RaftConfig
+from node.consensus.entry import Entry, HardState
 from node.consensus.errors import RaftError
 from node.consensus.membership import ConfChange, ConfChangeType, Membership, decode_membership
 from node.consensus.raft import Raft
@@ -54,6 +58,7 @@ class SeedResult:
     messages: int = 0
     reads: int = 0
     reads_served: int = 0
+    background_writes: int = 0  # leader saves that finished after their Ready was sent
     network: Counter[str] = field(default_factory=Counter)  # dropped/duplicated/cut
     max_recovery_ticks: int = 0
     violations: list[str] = field(default_factory=list)
@@ -77,6 +82,9 @@ class SimMember:
         self.queued_reads: list[bytes] = []  # client reads that arrived while paused
         self.removed = False
         self.last_commit = 0
+        # Asynchronous writes not on the disk yet, in order: (due tick, hard state,
+        # entries, sync). A crash loses them.
+        self.writes: list[tuple[int, HardState | None, tuple[Entry, ...], bool]] = []
         # The state machine: durable on its own (MedLedger keeps it in the block store).
         self.applied = 0
         self.digest = b""
@@ -104,6 +112,12 @@ class Simulation:
             ((1, 2), (1, 4), (1, 8), (2, 1), (2, 4), (4, 1), (4, 2), (16, 1), (16, 8), (64, 2))
         )
         self.compact_every = self.rng.choice((8, 16, 32, 64))
+        # Three seeds in four write asynchronously at the leader; the rest as a plain
+        # persist-send-apply loop (what RaftOrderer and the scripted tests do).
+        self.async_writes = seed % 4 != 0
+        # One seed in three lets followers learn commits from the next APPEND/heartbeat.
+        self.broadcast_commit = seed % 3 != 0
+        self.disk_rng = random.Random(f"disk/{seed}")
         self.members: dict[str, SimMember] = {}
         founders = [f"n{i}" for i in range(1, nodes + 1)]
         membership = Membership.of(founders)
@@ -134,6 +148,7 @@ class Simulation:
             max_entries_per_msg=self.max_entries,
             max_inflight=self.max_inflight,
             max_uncommitted_entries=32,
+            broadcast_commit=self.broadcast_commit,
             applied=m.applied,
             mutations=self.mutations,
         )
@@ -145,7 +160,16 @@ class Simulation:
     def crash(self, m: SimMember) -> None:
         m.core = m.raft = None
         m.queued_reads = []
+        m.writes = []
         m.disk.crash()
+
+    def _finish_writes(self, m: SimMember, everything: bool) -> None:
+        """Land the member's asynchronous writes that are due (or all of them)."""
+        while m.writes and (everything or m.writes[0][0] <= self.now):
+            _due, hard_state, entries, sync = m.writes.pop(0)
+            m.disk.save(hard_state, entries, None, sync)
+            if entries and m.core is not None:
+                m.core.persisted(entries[-1].index, entries[-1].term)
 
     def restart(self, m: SimMember) -> None:
         if m.core is None and not m.removed:
@@ -309,11 +333,19 @@ class Simulation:
         core, raft, disk = m.core, m.raft, m.disk
         assert core is not None and raft is not None
         check, now = self.check, self.now
+        self._finish_writes(m, everything=False)
         while core.has_ready():
             rd = core.ready()
-            disk.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
             if rd.entries:
                 check.on_persist(now, m.id, rd.entries, raft.log)
+            in_background = self.async_writes and rd.async_save
+            if in_background:
+                due = now + self.disk_rng.randrange(1, 4)
+                m.writes.append((due, rd.hard_state, rd.entries, rd.must_sync))
+                self.result.background_writes += bool(rd.entries)
+            else:
+                self._finish_writes(m, everything=True)
+                disk.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
             if disk.has_unsynced() and self.rng.random() < 0.1:
                 disk.writeback()
             committed = raft.log.committed
@@ -329,6 +361,7 @@ class Simulation:
             if m.crash_before_send and now >= m.crash_before_send:
                 # Persisted but never sent: a new leader's no-op exists only on its disk.
                 m.crash_before_send = 0
+                self._finish_writes(m, everything=True)
                 self.crash(m)
                 self.faults.crashed(m, "crash_new_leader")
                 return
@@ -352,7 +385,10 @@ class Simulation:
                 ).digest()
                 m.applied = e.index
                 check.on_applied(now, m.id, e.index, m.digest)
-            core.advance(rd)
+            if in_background:
+                core.advance_async(rd)
+            else:
+                core.advance(rd)
         if m.applied - disk.first_index() >= self.compact_every and m.applied == raft.log.applied:
             disk.compact(core.make_snapshot(m.applied, m.digest))
             self.result.compactions += 1
@@ -414,6 +450,7 @@ class Simulation:
         if not m.removed:
             m.removed = True
             m.core = m.raft = None
+            m.writes = []
 
 
 def run_seed(seed: int, nodes: int = 3, mutation: str | None = None) -> SeedResult:
