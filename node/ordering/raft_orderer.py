@@ -51,6 +51,7 @@ log = structlog.get_logger("medledger.raft")
 # ledger itself is the state machine, so a snapshot carries no data of its own.
 COMPACT_EVERY = 1000
 COMPACT_KEEP = 2000
+REFUSED_BACKOFF_S = 0.01  # after a refused or empty proposal, before looking again
 
 ROLE_NAMES = {
     Role.LEADER: "leader",
@@ -274,7 +275,12 @@ class RaftOrderer:
                 if len(self._proposed) >= self.max_inflight_batches:
                     await self._applied_wake.wait()
                     continue
-                self._propose_once()
+                if not self._propose_once():
+                    # Nothing to take, or Raft refused (it stepped down, or a transfer is
+                    # under way): give the Ready loop its turn to update `role`. Looping
+                    # on without an await stalled the node (no ticks, no SIGTERM).
+                    await trio.sleep(REFUSED_BACKOFF_S)
+                    break
 
     def _due(self, now: int) -> bool:
         with self.core.lock:
@@ -307,7 +313,8 @@ class RaftOrderer:
                 with self.core.lock:
                     pending = len(self.core.mempool)
                 if pending and len(self._proposed) < self.max_inflight_batches:
-                    self._propose_once()
+                    if not self._propose_once():
+                        await trio.sleep(REFUSED_BACKOFF_S)
                     continue
                 if not pending and not self._proposed:
                     return
