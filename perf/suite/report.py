@@ -35,6 +35,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "memory_gb": round(psutil.virtual_memory().total / 1024**3, 1),
+        # run.main replaces it with the load before the run (this is the end's).
         "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
     }
 
@@ -63,7 +64,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"# MedLedger suite `{doc['suite']}` — {doc['when']}",
         "",
         f"`{doc['command']}` on {doc['machine']['cores']} cores "
-        f"(load {doc['machine']['load_avg_1m_at_start']} at start).",
+        f"(1-minute load {doc['machine']['load_avg_1m_at_start']} at start, "
+        f"{doc['machine'].get('load_avg_1m_at_end', '?')} at the end).",
         "",
         "| " + " | ".join(h for _, h in COLUMNS) + " | CPU s/tx | RSS MB | ledger B/tx |",
         "|" + "---|" * (len(COLUMNS) + 3),
@@ -79,6 +81,9 @@ def markdown(doc: dict[str, Any]) -> str:
     for r in doc["rounds"]:
         if r["fail_codes"]:
             lines.append(f"\n{r['round']}: failures {r['fail_codes']}")
+    for r in doc["rounds"]:
+        if "referral" in r:
+            lines.append(_referral_line(r["round"], r["referral"]))
     sat = doc.get("saturation")
     if sat:
         lines += ["", "## Step rate", ""]
@@ -96,6 +101,19 @@ def markdown(doc: dict[str, Any]) -> str:
     for note in doc.get("skipped", []):
         lines.append(f"\n_skipped_: {note}")
     return "\n".join(lines) + "\n"
+
+
+def _referral_line(name: str, ref: dict[str, Any]) -> str:
+    steps = ", ".join(
+        f"{step} ok {ref[step]['success']} fail {ref[step]['fail']} "
+        f"p50/p99 {ref[step]['p50_ms']}/{ref[step]['p99_ms']} ms"
+        for step in ("create", "receive", "accept")
+    )
+    chain = ref.get("chain_ms")
+    whole = f"; {ref['chains_completed']} chains create→accept p50/p99 " + (
+        f"{chain['p50_ms']}/{chain['p99_ms']} ms" if chain else "-"
+    )
+    return f"\n{name}: {steps}{whole}"
 
 
 def saturation(rounds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from node.sdk.client import Client, Identity
 from node.tx import tx_id_of
+from perf.suite import referral
 from perf.suite.clients import ClientPool
 from perf.suite.config import Round
 from perf.suite.consortium import Consortium
@@ -36,6 +37,7 @@ class RunContext:
     profile_dir: Path | None = None
     profile_gil: bool = False  # py-spy --gil: only the thread holding the GIL
     preloaded: set[str] = field(default_factory=set)
+    referral_setup: referral.Setup | None = None
 
 
 def preload(ctx: RunContext, rnd: Round) -> None:
@@ -86,22 +88,40 @@ def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
     if rnd.workload == "query" and "query" not in ctx.preloaded:
         preload(ctx, rnd)
         ctx.preloaded.add("query")
+    if rnd.workload == "referral" and ctx.referral_setup is None:
+        # Enrollment and consent grants, before the round's first height is read.
+        ctx.referral_setup = referral.setup(consortium.root, consortium.nodes[0].api)
+        print(
+            f"   referral setup: {ctx.referral_setup.setup_txs} txs in "
+            f"{ctx.referral_setup.setup_s:.1f} s, {len(ctx.referral_setup.routes)} routes",
+            flush=True,
+        )
     tag = f"{rnd.label}-{uuid.uuid4().hex[:8]}"
     nodes = consortium.nodes
+    setup = ctx.referral_setup if rnd.workload == "referral" else None
     plans = [
-        Plan(rnd, i, nodes[i % len(nodes)].api, consortium.identity(nodes[i % len(nodes)], i), tag)
+        Plan(
+            rnd,
+            i,
+            nodes[i % len(nodes)].api,
+            consortium.identity(nodes[i % len(nodes)], i),
+            tag,
+            setup,
+        )
         for i in range(rnd.clients)
     ]
     before = consortium.heights()
     bytes_before = {n.name: dir_bytes(n.data_dir) for n in nodes}
     count = sum(len(client_schedule(rnd, i).offsets) for i in range(rnd.clients))
+    if rnd.workload == "referral":
+        count *= len(referral.STEPS)
     ctx.pool.prepare(plans, timeout_s=60 + count * SIGN_S_PER_TX * 2)
     consortium.remember_pids()
     t0 = time.monotonic() + 0.5
     start_sample = ctx.monitor.sample()
     profiler = _profiler(ctx, rnd)
     try:
-        results = ctx.pool.go(t0, timeout_s=rnd.duration_s + rnd.drain_s + 60)
+        results = ctx.pool.go(t0, timeout_s=rnd.duration_s + 2 * rnd.drain_s + 60)
         end_sample = ctx.monitor.sample()
         if profiler is not None:
             profiler.wait(timeout=30)

@@ -11,6 +11,7 @@ started is stopped before it returns, whatever happened.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import signal
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         except WorkloadUnavailable as exc:
             skipped.append(f"{rnd.label}: {exc}")
             print(f"-- {rnd.label}: skipped: {exc}")
+    load_at_start = round(os.getloadavg()[0], 2)  # before our own nodes and clients run
     origin = time.monotonic()
     rows: list[dict[str, Any]] = []
     rss: list[dict[str, float]] = []
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m perf.suite.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     doc = report.document(suite.name, command, rows, skipped)
     doc["ledger"] = ledger
+    doc["machine"]["load_avg_1m_at_end"] = doc["machine"]["load_avg_1m_at_start"]
+    doc["machine"]["load_avg_1m_at_start"] = load_at_start
     print()
     print(report.markdown(doc))
     out = args.out or (RESULTS if args.save else None)

@@ -21,6 +21,8 @@ def client_schedule(rnd: Round, client: int) -> Schedule:
     """This client's share of the round: the total rate split evenly over the clients,
     each client's sends spread so that the clients interleave."""
     share = rnd.target_tps() / rnd.clients
+    if rnd.workload == "referral":
+        share /= 3  # the schedule is of chains: create, then receive and accept on commit
     count = max(1, round(share * rnd.duration_s))
     if rnd.rate.controller == "max":
         window = max(1, rnd.rate.in_flight // rnd.clients)

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 from medledger.v1 import gateway_pb2, gateway_pb2_grpc
 
+from perf.suite.referral import Chains
 from perf.suite.schedule import Schedule
 from perf.suite.tracker import RPC_ERROR, Tracker, rpc_failure
 from perf.suite.workloads import QUERY
@@ -41,6 +42,8 @@ class Sender:
         tracker: Tracker,
         batch_max: int,
         tick_s: float,
+        chains: Chains | None = None,
+        dependents_drain_s: float = 0.0,
     ) -> None:
         self.stub = stub
         self.raws = raws
@@ -49,12 +52,18 @@ class Sender:
         self.tracker = tracker
         self.batch_max = batch_max
         self.tick_s = tick_s
+        self.chains = chains
+        self.dependents_drain_s = dependents_drain_s
 
     # -- pacing --------------------------------------------------------------------------
 
-    def _batches(self, t0: float, max_len: int) -> Iterator[tuple[int, int]]:
-        """[start, stop) ranges of due transactions, sent as their time comes, until the
-        schedule or the deadline ends."""
+    def _batches(self, t0: float, max_len: int) -> Iterator[range | list[int]]:
+        """Indices of due transactions, sent as their time comes, until the schedule or
+        the deadline ends: ranges of the schedule, and with chains (the referral
+        workload) the scheduled ones plus the dependents their predecessors released."""
+        if self.chains is not None:
+            yield from self._chained(t0, max_len, self.chains)
+            return
         offsets, window = self.schedule.offsets, self.schedule.window
         deadline = t0 + self.schedule.deadline_s
         nxt = 0
@@ -73,8 +82,41 @@ class Sender:
                 if room <= 0:
                     continue
                 stop = min(stop, nxt + room)
-            yield nxt, stop
+            yield range(nxt, stop)
             nxt = stop
+
+    def _chained(self, t0: float, max_len: int, chains: Chains) -> Iterator[range | list[int]]:
+        """Scheduled transactions (a chain's first) on schedule until the round's deadline,
+        and every released dependent at the next tick, until no chain can release more or
+        the drain has passed too."""
+        offsets = self.schedule.offsets
+        deadline = t0 + self.schedule.deadline_s
+        last_call = deadline + self.dependents_drain_s
+        nxt = 0
+        while True:
+            now = time.monotonic()
+            scheduled = nxt < len(offsets) and now < deadline
+            if now >= last_call or not (scheduled or chains.open()):
+                return
+            batch: list[int] = []
+            if scheduled and t0 + offsets[nxt] <= now:
+                stop = bisect.bisect_right(offsets, now - t0, nxt, min(len(offsets), nxt + max_len))
+                batch.extend(range(nxt, stop))
+                nxt = stop
+            batch.extend(chains.take(max_len - len(batch)))
+            if batch:
+                chains.on_sent(batch)
+                yield batch
+                continue
+            wake = self.tick_s
+            if scheduled:
+                wake = min(wake, max(0.0, t0 + offsets[nxt] - now))
+            time.sleep(wake)
+
+    def _raws(self, indices: range | list[int]) -> list[bytes]:
+        if isinstance(indices, range):
+            return self.raws[indices.start : indices.stop]
+        return [self.raws[i] for i in indices]
 
     # -- modes ---------------------------------------------------------------------------
 
@@ -88,7 +130,7 @@ class Sender:
         else:
             raise ValueError(f"unknown submit mode {mode!r}")
 
-    def _admission(self, start: int, stop: int) -> Callable[[Any], None]:
+    def _admission(self, indices: range | list[int]) -> Callable[[Any], None]:
         tracker = self.tracker
 
         def done(future: Any) -> None:
@@ -96,20 +138,20 @@ class Sender:
             try:
                 responses = future.result().responses
             except grpc.RpcError as exc:
-                for i in range(start, stop):
+                for i in indices:
                     tracker.finish(i, _rpc_code(exc), now)
                 return
             for offset, resp in enumerate(responses):
                 if resp.status != PENDING:
-                    tracker.finish(start + offset, int(resp.code), now)
+                    tracker.finish(indices[offset], int(resp.code), now)
 
         return done
 
     def _unary(self, t0: float) -> None:
         tracker, stub = self.tracker, self.stub
-        for start, stop in self._batches(t0, self.batch_max):
-            for i in range(start, stop):
-                tracker.mark_sent(i, i + 1, time.monotonic())
+        for indices in self._batches(t0, self.batch_max):
+            for i in indices:
+                tracker.mark_sent(range(i, i + 1), time.monotonic())
                 if self.kinds[i] == QUERY:
                     query = gateway_pb2.QueryRequest(signed_query=self.raws[i])
                     stub.Query.future(query).add_done_callback(self._query_done(i))
@@ -142,37 +184,37 @@ class Sender:
         return done
 
     def _batch(self, t0: float) -> None:
-        for start, stop in self._batches(t0, self.batch_max):
-            self.tracker.mark_sent(start, stop, time.monotonic())
+        for indices in self._batches(t0, self.batch_max):
+            self.tracker.mark_sent(indices, time.monotonic())
             fut = self.stub.SubmitBatch.future(
-                gateway_pb2.SubmitBatchRequest(signed_txs=self.raws[start:stop])
+                gateway_pb2.SubmitBatchRequest(signed_txs=self._raws(indices))
             )
-            fut.add_done_callback(self._admission(start, stop))
+            fut.add_done_callback(self._admission(indices))
 
     def _stream(self, t0: float) -> None:
-        sent: collections.deque[tuple[int, int]] = collections.deque()
+        sent: collections.deque[range | list[int]] = collections.deque()
         lock = threading.Lock()
 
         def requests() -> Iterator[gateway_pb2.SubmitBatchRequest]:
-            for start, stop in self._batches(t0, self.batch_max):
+            for indices in self._batches(t0, self.batch_max):
                 with lock:
-                    sent.append((start, stop))
-                self.tracker.mark_sent(start, stop, time.monotonic())
-                yield gateway_pb2.SubmitBatchRequest(signed_txs=self.raws[start:stop])
+                    sent.append(indices)
+                self.tracker.mark_sent(indices, time.monotonic())
+                yield gateway_pb2.SubmitBatchRequest(signed_txs=self._raws(indices))
 
         call = self.stub.SubmitStream(requests())
         try:
             for resp in call:
                 now = time.monotonic()
                 with lock:
-                    start, stop = sent.popleft()
+                    indices = sent.popleft()
                 for offset, item in enumerate(resp.responses):
                     if item.status != PENDING:
-                        self.tracker.finish(start + offset, int(item.code), now)
+                        self.tracker.finish(indices[offset], int(item.code), now)
         except grpc.RpcError as exc:
             now = time.monotonic()
             with lock:
                 lost = list(sent)
-            for start, stop in lost:
-                for i in range(start, stop):
+            for indices in lost:
+                for i in indices:
                     self.tracker.finish(i, _rpc_code(exc), now)

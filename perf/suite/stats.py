@@ -23,7 +23,15 @@ import numpy as np
 from node.codes import TxCode
 from perf.suite.config import Round
 from perf.suite.monitor import Sample
-from perf.suite.tracker import IN_FLIGHT, RPC_BASE, RPC_ERROR, TIMEOUT, UNSENT
+from perf.suite.tracker import (
+    IN_FLIGHT,
+    LATE,
+    PARENT_FAILED,
+    RPC_BASE,
+    RPC_ERROR,
+    TIMEOUT,
+    UNSENT,
+)
 from perf.suite.worker import ClientResult
 from perf.suite.workloads import QUERY, SUBMIT
 
@@ -34,6 +42,8 @@ class Merged:
     done_t: np.ndarray
     code: np.ndarray
     kind: np.ndarray
+    step: np.ndarray  # referral step per transaction (0 create, 1 receive, 2 accept) or -1
+    chain_s: np.ndarray  # referral chains: create sent -> accept committed
 
 
 def merge(results: list[ClientResult]) -> Merged:
@@ -41,16 +51,31 @@ def merge(results: list[ClientResult]) -> Merged:
         parts = [np.frombuffer(getattr(r, field), dtype=dtype) for r in results]
         return np.concatenate(parts) if parts else np.array([], dtype=dtype)
 
+    steps = [
+        np.frombuffer(r.step, dtype=np.int8)
+        if r.step
+        else np.full(len(r.code) // 4, -1, dtype=np.int8)  # array('i'): 4 bytes each
+        for r in results
+    ]
     return Merged(
         cat("send_t", "d", np.float64),
         cat("done_t", "d", np.float64),
         cat("code", "i", np.int32),
         cat("kind", "b", np.int8),
+        np.concatenate(steps) if steps else np.array([], dtype=np.int8),
+        cat("chain_s", "d", np.float64),
     )
 
 
 def code_name(code: int) -> str:
-    special = {UNSENT: "UNSENT", TIMEOUT: "TIMEOUT", RPC_ERROR: "RPC_ERROR", IN_FLIGHT: "LOST"}
+    special = {
+        UNSENT: "UNSENT",
+        TIMEOUT: "TIMEOUT",
+        RPC_ERROR: "RPC_ERROR",
+        IN_FLIGHT: "LOST",
+        PARENT_FAILED: "PARENT_FAILED",
+        LATE: "LATE",
+    }
     if code in special:
         return special[code]
     if code <= RPC_BASE:
@@ -97,6 +122,30 @@ def timeline(m: Merged, t_origin: float, bin_s: float = 1.0) -> list[dict[str, f
     return out
 
 
+def referral_breakdown(m: Merged, ok: np.ndarray, sent: np.ndarray) -> dict[str, Any]:
+    """Per step of the referral chains: ok, fail, latency (each its own submit to its own
+    commit); and whole chains, from the create's send to the accept's commit."""
+    out: dict[str, Any] = {}
+    for step, name in enumerate(("create", "receive", "accept")):
+        mine = m.step == step
+        out[name] = {
+            "success": int((ok & mine).sum()),
+            "fail": int((sent & ~ok & mine).sum()),
+            **latency_ms(m, ok & mine),
+        }
+    chain_ms = m.chain_s * 1000
+    out["chains_completed"] = int(chain_ms.size)
+    if chain_ms.size:
+        p50, p95, p99 = np.percentile(chain_ms, [50, 95, 99])
+        out["chain_ms"] = {
+            "p50_ms": round(float(p50), 1),
+            "p95_ms": round(float(p95), 1),
+            "p99_ms": round(float(p99), 1),
+            "max_ms": round(float(chain_ms.max()), 1),
+        }
+    return out
+
+
 def _per_node(values: dict[str, float], divisor: float, digits: int) -> dict[str, float]:
     return {k: round(v / divisor, digits) if divisor else 0.0 for k, v in values.items()}
 
@@ -138,9 +187,10 @@ def round_row(
     t_origin: float,
 ) -> dict[str, Any]:
     m = merge(results)
-    sent = m.code != UNSENT
+    sent = m.code != UNSENT  # with PARENT_FAILED: due but held back, a failure
     ok = m.code == 0
     success, sent_n = int(ok.sum()), int(sent.sum())
+    really_sent = int((~np.isnan(m.send_t)).sum())
     submits = m.kind == SUBMIT
     first_send = float(np.nanmin(m.send_t)) if sent_n else 0.0
     last_send = float(np.nanmax(m.send_t)) if sent_n else 0.0
@@ -166,8 +216,17 @@ def round_row(
         "target_tps": rnd.target_tps(),
         "clients": rnd.clients,
         "duration_s": rnd.duration_s,
-        "send_rate": round(sent_n / (last_send - first_send), 1) if sent_n > 1 else 0.0,
-        "throughput": round(committed / max(1e-9, last_done - first_send), 1),
+        "send_rate": (round(really_sent / (last_send - first_send), 1) if really_sent > 1 else 0.0),
+        # With nothing of its own committed, a round's blocks hold only earlier rounds'
+        # backlog: spread it over at least the round's duration, not over its sends.
+        "throughput": round(
+            committed
+            / max(
+                1e-9,
+                last_done - first_send if success else max(rnd.duration_s, last_send - first_send),
+            ),
+            1,
+        ),
         **latency_ms(m, ok),
         "success": success,
         "fail": sent_n - success,
@@ -179,6 +238,8 @@ def round_row(
     if (m.kind == QUERY).any() and submits.any():
         row["query_latency"] = latency_ms(m, ok & (m.kind == QUERY))
         row["put_latency"] = latency_ms(m, ok & submits)
+    if (m.step >= 0).any():
+        row["referral"] = referral_breakdown(m, ok, sent)
     row.update(node_costs(samples, committed, rnd))
     row["ledger_bytes_per_tx"] = _per_node(
         {k: float(v) for k, v in ledger_bytes.items()}, committed, 1

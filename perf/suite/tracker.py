@@ -8,11 +8,14 @@ import math
 import threading
 import time
 from array import array
+from collections.abc import Callable
 
 UNSENT = -1  # never sent (the round's deadline came first)
 TIMEOUT = -2  # admitted but not committed before the drain ended
 RPC_ERROR = -3  # the call itself failed, status unknown
 IN_FLIGHT = -4  # sent, no outcome yet
+PARENT_FAILED = -5  # a chained transaction not sent: its predecessor failed or timed out
+LATE = -6  # a chained transaction released after the sender's last call (duration + drain)
 RPC_BASE = -100  # -100 - n: the call failed with gRPC status code n
 
 
@@ -28,13 +31,16 @@ class Tracker:
         self.sent = 0
         self.finished = 0
         self._cond = threading.Condition()
+        # Called with (index, code) when a transaction's first outcome is recorded, under
+        # the lock (the referral workload releases a chain's next transaction there).
+        self.on_finish: Callable[[int, int], None] | None = None
 
-    def mark_sent(self, start: int, stop: int, now: float) -> None:
+    def mark_sent(self, indices: range | list[int], now: float) -> None:
         with self._cond:
-            for i in range(start, stop):
+            for i in indices:
                 self.send_t[i] = now
                 self.code[i] = IN_FLIGHT
-            self.sent += stop - start
+            self.sent += len(indices)
 
     def finish(self, index: int, code: int, now: float) -> None:
         """The first outcome wins: a commit seen before its admission answer stays."""
@@ -44,6 +50,8 @@ class Tracker:
             self.code[index] = code
             self.done_t[index] = now
             self.finished += 1
+            if self.on_finish is not None:
+                self.on_finish(index, code)
             self._cond.notify_all()
 
     def in_flight(self) -> int:

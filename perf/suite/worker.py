@@ -20,9 +20,10 @@ from pathlib import Path
 from node.sdk.client import Client, Identity
 from perf.suite.config import Round
 from perf.suite.listener import BlockListener
+from perf.suite.referral import Chains, Setup
 from perf.suite.schedule import client_schedule
 from perf.suite.sender import Sender
-from perf.suite.tracker import Tracker
+from perf.suite.tracker import LATE, PARENT_FAILED, UNSENT, Tracker
 from perf.suite.workloads import calls
 
 # Longest validity a transaction may ask for is the genesis max_tx_ttl (10 min).
@@ -36,6 +37,7 @@ class Plan:
     api: str  # the node this client submits to
     identity: Path
     run_tag: str  # unique per round, so that keys and tx ids never repeat
+    setup: Setup | None = None  # the referral workload's routes (perf/suite/referral.py)
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,8 @@ class ClientResult:
     kind: bytes  # array('b'): workloads.SUBMIT or QUERY
     sign_s: float  # time spent signing before the window
     listener_error: str
+    step: bytes = b""  # array('b'): referral step (0 create, 1 receive, 2 accept); else empty
+    chain_s: bytes = b""  # array('d'): referral chains, create sent -> accept committed
 
 
 class Prepared:
@@ -56,13 +60,23 @@ class Prepared:
         rnd = plan.round
         self.schedule = client_schedule(rnd, plan.client)
         identity = Identity.load(plan.identity)
-        todo = calls(rnd, plan.run_tag, plan.client, len(self.schedule.offsets))
-        ttl_ms = min(MAX_TTL_MS, int((rnd.duration_s + rnd.drain_s + 120) * 1000))
+        signers = {"": identity}
+        count = len(self.schedule.offsets)
+        todo = calls(rnd, plan.run_tag, plan.client, count, plan.setup)
+        for name in {c.signer for c in todo} - set(signers):
+            signers[name] = Identity.load(plan.identity.parent / name)
+        # A referral chain's later steps go out up to 2 drains after the window.
+        ttl_ms = min(MAX_TTL_MS, int((rnd.duration_s + 2 * rnd.drain_s + 120) * 1000))
         started = time.perf_counter()
-        self.raws = [client.build(identity, c.contract, c.function, c.args, ttl_ms) for c in todo]
+        self.raws = [
+            client.build(signers[c.signer], c.contract, c.function, c.args, ttl_ms) for c in todo
+        ]
         self.sign_s = time.perf_counter() - started
         self.kinds = [c.kind for c in todo]
         self.tracker = Tracker(len(self.raws))
+        self.chains = Chains(count) if rnd.workload == "referral" else None
+        if self.chains is not None:
+            self.tracker.on_finish = self.chains.on_finish
         index_of = {raw: i for i, raw in enumerate(self.raws)}
         height = client.status().height
         self.listener = BlockListener(client.stub, height + 1, index_of, self.tracker)
@@ -77,6 +91,8 @@ class Prepared:
             self.tracker,
             rnd.batch_max,
             rnd.tick_ms / 1000,
+            self.chains,
+            rnd.drain_s,
         )
         pause = t0 - time.monotonic()
         if pause > 0:
@@ -87,6 +103,7 @@ class Prepared:
         finally:
             self.listener.stop()
         self.tracker.expire(time.monotonic())
+        step, chain_s = self._chain_results()
         return ClientResult(
             client=self.plan.client,
             api=self.plan.api,
@@ -96,7 +113,29 @@ class Prepared:
             kind=array.array("b", self.kinds).tobytes(),
             sign_s=self.sign_s,
             listener_error=self.listener.error,
+            step=step,
+            chain_s=chain_s,
         )
+
+    def _chain_results(self) -> tuple[bytes, bytes]:
+        """Referral chains: dependents never sent count as failed, PARENT_FAILED when their
+        predecessor failed, LATE when it committed after the sender's last call; and each
+        chain's time from its create's send to its accept's commit."""
+        chains = self.chains
+        if chains is None:
+            return b"", b""
+        n, code, tracker = chains.n, self.tracker.code, self.tracker
+        chain_s = array.array("d")
+        for i in range(n):
+            if code[i] == UNSENT:
+                continue
+            for parent, j in ((i, i + n), (i + n, i + 2 * n)):
+                if code[j] == UNSENT:
+                    code[j] = LATE if code[parent] == 0 else PARENT_FAILED
+            if code[i + 2 * n] == 0:
+                chain_s.append(tracker.done_t[i + 2 * n] - tracker.send_t[i])
+        step = array.array("b", (i // n for i in range(3 * n)))
+        return step.tobytes(), chain_s.tobytes()
 
 
 def main(conn: Connection) -> None:

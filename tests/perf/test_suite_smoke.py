@@ -54,13 +54,22 @@ def test_tiny_round_reports_every_field(tmp_path: Path) -> None:
     assert main(["--config", str(SUITE / "tiny.toml"), "--out", str(out)]) == 0
     doc = _report(out)
     assert doc["machine"]["cores"] >= 1 and doc["command"].startswith("python -m perf.suite")
-    assert [r["submit"] for r in doc["rounds"]] == ["stream", "unary"]
+    assert [r["submit"] for r in doc["rounds"]] == ["stream", "unary", "stream"]
     for row in doc["rounds"]:
         missing = [f for f in FIELDS if f not in row]
         assert not missing, missing
         assert row["success"] > 0 and row["throughput"] > 0
         assert set(row["cpu_s_per_tx"]) == set(row["rss_mb"]) == {"hosp1"}
     assert doc["rounds"][0]["success"] == 400
+    # Referral chains: 30 creates at 30/s, each releasing its receive, then its accept.
+    ref = doc["rounds"][2]
+    assert ref["workload"] == "referral" and ref["fail"] == 0, ref["fail_codes"]
+    assert {s: ref["referral"][s]["success"] for s in ("create", "receive", "accept")} == {
+        "create": 30,
+        "receive": 30,
+        "accept": 30,
+    }
+    assert ref["success"] == 90 and ref["referral"]["chains_completed"] == 30
 
 
 @pytest.mark.slow
@@ -71,4 +80,6 @@ def test_short_run_stream_round_has_no_failures(tmp_path: Path) -> None:
     doc = _report(out)
     stream = next(r for r in doc["rounds"] if r["round"] == "kv-stream")
     assert stream["fail"] == 0 and stream["success"] > 0
-    assert any("referral" in note for note in doc["skipped"])
+    referrals = [r for r in doc["rounds"] if r["workload"] == "referral"]
+    assert [r["submit"] for r in referrals] == ["unary", "stream"]
+    assert all(r["success"] > 0 and r["referral"]["chains_completed"] > 0 for r in referrals)
