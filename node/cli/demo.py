@@ -67,6 +67,13 @@ class Story:
     def who(self, name: str) -> Identity:
         return self.d[name]
 
+    def refer(self, node: str, doctor: str, patient: str, **fields: Any) -> dict[str, Any]:
+        """`doctor` (through `node`) refers the demo patient `patient`."""
+        with self.at(node) as c:
+            return referrals.create(
+                c, self.who(doctor), patient=self.d.pseudonyms[patient], **fields
+            )
+
 
 def run_demo(keep: Path | None) -> int:
     work = keep if keep is not None else Path(tempfile.mkdtemp(prefix="medledger-demo-"))
@@ -158,19 +165,18 @@ def _upload(story: Story) -> tuple[str, str]:
 
 def _refer_upward(story: Story, record_id: str, consent: str) -> str:
     story.step("hosp4-doctor1 refers the patient upward to hosp1, department d01")
-    with story.at("hosp4") as c:
-        made = referrals.create(
-            c,
-            story.who("hosp4-doctor1"),
-            patient=story.d.pseudonyms["hosp4-patient1"],
-            kind="upward",
-            target_institution="hosp1",
-            target_department="d01",
-            department_name="Cardiology",
-            reason="Unstable angina, troponin rising: PCI evaluation",
-            records=[record_id],
-            consent=consent,
-        )
+    made = story.refer(
+        "hosp4",
+        "hosp4-doctor1",
+        "hosp4-patient1",
+        kind="upward",
+        target_institution="hosp1",
+        target_department="d01",
+        department_name="Cardiology",
+        reason="Unstable angina, troponin rising: PCI evaluation",
+        records=[record_id],
+        consent=consent,
+    )
     ref_id = str(made["referral"])
     story.say(f"referral {ref_id} is {made['status']} (primary -> tertiary, region-b -> a)")
     story.say(
@@ -261,20 +267,18 @@ def _complete_upward(story: Story, upward: str) -> None:
 def _refer_downward(story: Story, record_id: str, upward: str) -> None:
     story.step("the patient goes back downward to hosp4 (rehabilitation) for follow-up")
     grant_id = _consent(story, "hosp4", "hosp4-patient1", "hosp4", [record_id], 30)
-    with story.at("hosp1") as c:
-        made = referrals.create(
-            c,
-            story.who("hosp1-doctor1"),
-            patient=story.d.pseudonyms["hosp4-patient1"],
-            kind="downward",
-            target_institution="hosp4",
-            target_department="d02",
-            reason="Cardiac rehabilitation after PCI",
-            records=[record_id],
-            consent=grant_id,
-            read_via=upward,
-        )
-    down_id = str(made["referral"])
+    down_id = story.refer(
+        "hosp1",
+        "hosp1-doctor1",
+        "hosp4-patient1",
+        kind="downward",
+        target_institution="hosp4",
+        target_department="d02",
+        reason="Cardiac rehabilitation after PCI",
+        records=[record_id],
+        consent=grant_id,
+        read_via=upward,
+    )["referral"]
     story.say(f"referral {down_id} requested (tertiary -> primary)")
     rehab = story.who("hosp4-doctor2")
     with story.at("hosp4") as c:
@@ -294,38 +298,35 @@ def _refer_downward(story: Story, record_id: str, upward: str) -> None:
 def _missed_deadline(story: Story) -> str:
     story.step("hosp3 refers another patient horizontally to hosp4 with a 2-second deadline")
     grant_id = _consent(story, "hosp3", "hosp3-patient1", "hosp4", "*", 1)
-    with story.at("hosp3") as c:
-        made = referrals.create(
-            c,
-            story.who("hosp3-doctor1"),
-            patient=story.d.pseudonyms["hosp3-patient1"],
-            kind="horizontal",
-            target_institution="hosp4",
-            target_department="d01",
-            reason="Second opinion, routine",
-            consent=grant_id,
-            respond_within_ms=2000,
-        )
-    ref_id = str(made["referral"])
+    ref_id = story.refer(
+        "hosp3",
+        "hosp3-doctor1",
+        "hosp3-patient1",
+        kind="horizontal",
+        target_institution="hosp4",
+        target_department="d01",
+        reason="Second opinion, routine",
+        consent=grant_id,
+        respond_within_ms=2000,
+    )["referral"]
     story.say(f"referral {ref_id} requested; nobody at hosp4 answers in time")
-    return ref_id
+    return str(ref_id)
 
 
 def _break_glass(story: Story, late: str) -> None:
     time.sleep(2.2)  # let the deadline pass (the demo's only wait on a clock)
     story.step("an emergency at hosp2: an upward referral without consent (break-glass)")
-    with story.at("hosp2") as c:
-        made = referrals.create(
-            c,
-            story.who("hosp2-doctor1"),
-            patient=story.d.pseudonyms["hosp2-patient1"],
-            kind="upward",
-            target_institution="hosp1",
-            target_department="d01",
-            reason="Unconscious, suspected stroke",
-            break_glass=True,
-        )
-    story.say(f"referral {made['referral']} committed with break_glass: flagged for the regulator")
+    emergency = story.refer(
+        "hosp2",
+        "hosp2-doctor1",
+        "hosp2-patient1",
+        kind="upward",
+        target_institution="hosp1",
+        target_department="d01",
+        reason="Unconscious, suspected stroke",
+        break_glass=True,
+    )["referral"]
+    story.say(f"referral {emergency} committed with break_glass: flagged for the regulator")
     story.say(
         "its block is the first after the deadline: the end-of-block sweep fails the "
         "late referral at the same height on every node"
