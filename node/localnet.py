@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from node.procstat import stat_fields
 from node.sdk.client import Client, ClientError
 
 
@@ -180,11 +181,8 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     # A zombie of ours counts as gone.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -230,6 +230,19 @@ class TxChecker:
         # forces everything pending to be verified again at once.
         self._verified: dict[bytes, None] = {}
 
+    def check_request(
+        self, raw: bytes, contract: str, function: str, now_ms: int
+    ) -> tuple[ParsedTx, Identity]:
+        """A signed request that is never ordered (a vault proof, an event subscription):
+        it must name `contract`.`function` and pass the checks of a transaction."""
+        tx = parse(raw, self.rules.max_tx_bytes)
+        if (tx.contract, tx.function) != (contract, function):
+            raise Rejection(
+                TxCode.MALFORMED,
+                f"the request must name {contract}.{function}, not {tx.contract}.{tx.function}",
+            )
+        return tx, self.check(tx, now_ms)
+
     def check(self, tx: ParsedTx, now_ms: int) -> Identity:
         body = tx.body
         rules = self.rules

@@ -154,13 +154,7 @@ class VaultService(vault_pb2_grpc.VaultServicer):
 
     def check_proof(self, raw: bytes, function: str) -> Proof:
         try:
-            tx = parse(raw, self.core.checker.rules.max_tx_bytes)
-            if tx.contract != "vault" or tx.function != function:
-                raise Rejection(
-                    TxCode.MALFORMED,
-                    f"the proof must name vault.{function}, not {tx.contract}.{tx.function}",
-                )
-            who = self.core.checker.check(tx, self.clock())
+            tx, who = self.core.checker.check_request(raw, "vault", function, self.clock())
             args = decode_args(tx)
         except Rejection as rej:
             raise Refused(

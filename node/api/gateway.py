@@ -193,10 +193,9 @@ class Gateway(gateway_pb2_grpc.GatewayServicer):
                 return (lambda _data: True), ""
             return None, "sign the subscription (signed_request: gateway.events)"
         try:
-            tx = parse(request.signed_request, self.core.checker.rules.max_tx_bytes)
-            if (tx.contract, tx.function) != ("gateway", "events"):
-                return None, "signed_request must name gateway.events"
-            who = self.core.checker.check(tx, self.clock())
+            _tx, who = self.core.checker.check_request(
+                request.signed_request, "gateway", "events", self.clock()
+            )
         except Rejection as rej:
             return None, f"signed_request refused: {rej.code.name}: {rej.message}"
         raw = self.core.ledger.state_get(f"consortium/identity/{who.identity}".encode())

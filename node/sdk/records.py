@@ -132,7 +132,6 @@ def put(
     recipients[patient_id] = identity_keys.fetch_public_key(client, identity, patient_id)
     sealer = StreamSealer(media, record_id=record_id)
     proof = _proof(client, identity, "upload", {"record_id": sealer.record_id})
-    status = client.status()
 
     def parts(stream: BinaryIO) -> Iterator[vault_pb2.UploadPart]:
         yield vault_pb2.UploadPart(proof=proof)
@@ -155,7 +154,7 @@ def put(
         "content_hash": reply.content_hash.hex(),
         "size": reply.size,
         "media_type": media,
-        "vault_node": reply.vault_node or status.node,
+        "vault_node": reply.vault_node,
     }
     res: SubmitResult = client.submit(identity, "records", "put", args, wait=True)
     return PutResult(

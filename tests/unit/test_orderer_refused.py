@@ -63,7 +63,9 @@ async def test_a_refused_proposal_yields_to_the_ready_loop() -> None:
     o.role = "leader"
 
     async def ready_loop() -> None:
-        await trio.sleep(0)
+        # Trio schedules tasks in no fixed order: let the proposer meet the refusal first.
+        while calls["propose"] == 0:
+            await trio.sleep(0)
         o.role = "follower"  # what the Ready loop does when Raft stepped down
 
     with trio.fail_after(5):

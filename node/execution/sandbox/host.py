@@ -14,10 +14,8 @@ kills a fresh worker `max_attempts` times raises NondeterministicExecution.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from node.codes import TxCode
@@ -40,6 +38,7 @@ from node.execution.types import (
     Outcome,
     StateReader,
 )
+from node.procstat import cpu_seconds, stat_fields
 
 LOAD_TIMEOUT = 10.0
 
@@ -346,17 +345,10 @@ class _WorkerClock:
         return self.deadline
 
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
 def _cpu_seconds(pid: int, runnable_only: bool = False) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc); None if it is gone, or if
+    """User + system CPU seconds of a process; None if it is gone, or if
     `runnable_only` and it is not running or waiting for a CPU (state R)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None or (runnable_only and fields[0] != "R"):
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if runnable_only and fields[0] != "R":
-        return None
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+    return cpu_seconds(fields)

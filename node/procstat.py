@@ -1,0 +1,23 @@
+"""Reading a process's /proc/<pid>/stat (Linux), in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields after the command name (the first is the state: R, S, Z, …), or None
+    when the process is gone. The command name may hold spaces and parentheses."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(fields: list[str]) -> float:
+    """User + system CPU seconds from `stat_fields`."""
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
