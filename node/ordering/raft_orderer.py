@@ -210,6 +210,8 @@ class RaftOrderer:
         was_leader = self.role == "leader"
         self.role, self.leader = role, leader
         self.metrics.set_role(role)
+        if role == "leader" and not was_leader:
+            self.wake()  # the proposer sleeps without a deadline while not leader
         if was_leader and role != "leader" and self._proposed:
             # Entries we proposed may never commit: their transactions go back to the
             # mempool (if one commits after all, execution marks the copy a duplicate).
@@ -263,8 +265,12 @@ class RaftOrderer:
 
     async def _proposer(self) -> None:
         while True:
-            with self.core.lock:
-                deadline = self.cutter.next_deadline_ms(self.core.mempool.oldest_received_ms())
+            if self.role != "leader":
+                deadline = None  # a follower's mempool waits for the leader, not a cut
+            else:
+                with self.core.lock:
+                    oldest = self.core.mempool.oldest_received_ms()
+                deadline = self.cutter.next_deadline_ms(oldest)
             if deadline is None:
                 await self._wake.wait()
             else:

@@ -77,3 +77,31 @@ async def test_a_refused_proposal_yields_to_the_ready_loop() -> None:
             nursery.cancel_scope.cancel()
     assert 1 <= calls["propose"] <= 5
     assert calls["requeue"] == calls["propose"]  # nothing admitted is lost
+
+
+async def test_a_follower_proposer_sleeps_until_it_becomes_leader() -> None:
+    """A follower's mempool holds gossiped transactions past the cut deadline; its
+    proposer used to go round a zero-length `move_on_after` without end (a fifth of a
+    follower's GIL time under load). It must sleep until the node becomes leader."""
+    o, calls = orderer()
+    deadlines = {"n": 0}
+    next_deadline = o.cutter.next_deadline_ms
+
+    def counting(oldest: Any) -> Any:
+        deadlines["n"] += 1
+        return next_deadline(oldest)
+
+    o.cutter.next_deadline_ms = counting
+    o.metrics = SimpleNamespace(set_role=lambda role: None)
+    o.raft.status = lambda: SimpleNamespace(term=2)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(o._proposer)
+            for _ in range(50):
+                o.wake()  # gossiped transactions arrive
+                await trio.sleep(0.001)
+            assert deadlines["n"] == 0 and calls["propose"] == 0
+            o._role_changed("leader", "hosp1")
+            while calls["propose"] == 0:
+                await trio.sleep(0.001)
+            nursery.cancel_scope.cancel()
