@@ -8,8 +8,13 @@ entries make no block. The applied index is written in the block's own batch, so
 crash committed-but-unapplied entries are applied again, never twice.
 
 One loop owns the RawNode's Ready cycle: persist (synced when Raft says so), then send,
-then apply, then advance (STYLE 1); a leader's Ready marked `async_save` is sent before
-its save instead (see node/consensus/rawnode.py).
+then hand the committed entries to the applier, then advance (STYLE 1); a leader's Ready
+marked `async_save` is sent before its save instead (see node/consensus/rawnode.py).
+The applier task executes them in order while the Ready loop goes on acknowledging and
+replicating: executing a large block takes long enough that, done inside the Ready
+cycle, followers stopped answering APPENDs, the leader took them for lost and sent the
+same entries again (several times over, under load). At most `APPLY_QUEUE` Readies'
+worth of committed entries wait for the applier; then the Ready loop waits too.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ log = structlog.get_logger("medledger.raft")
 COMPACT_EVERY = 1000
 COMPACT_KEEP = 2000
 REFUSED_BACKOFF_S = 0.01  # after a refused or empty proposal, before looking again
+# Readies' committed entries (each at most RaftConfig.max_committed_bytes_per_ready)
+# queued for the applier before the Ready loop waits for it.
+APPLY_QUEUE = 8
 
 ROLE_NAMES = {
     Role.LEADER: "leader",
@@ -92,6 +100,11 @@ class RaftOrderer:
         # consenter catches up outside the log (Consenter._catch_up).
         self.apply_lock = trio.Lock()
         self._snapshot_index = storage.snapshot().meta.index
+        # The newest Raft index whose effects are in the ledger (the applier's progress;
+        # the core's own `applied` counts entries handed to the applier).
+        self.applied = core.ledger.raft_applied()
+        # Committed entries (or a snapshot index to catch up to) for the applier, in order.
+        self._to_apply, self._apply_queue = trio.open_memory_channel[list[Entry] | int](APPLY_QUEUE)
         # Catches the ledger up (by block sync) to a snapshot the leader sent instead of
         # log entries it had compacted away.
         self.on_snapshot: Callable[[int], Awaitable[None]] | None = None
@@ -116,6 +129,7 @@ class RaftOrderer:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._ready_loop)
+            nursery.start_soon(self._applier)
             nursery.start_soon(self._proposer)
             if len(self.raft.status().membership.voters) == 1:
                 # A group of one need not wait out an election timeout.
@@ -136,7 +150,7 @@ class RaftOrderer:
         if self.desired_voters is None:
             return
         status = self.raft.status()
-        if status.applied < self.raft.config_index():
+        if self.applied < self.raft.config_index():
             return  # our chain state may predate the configuration in force
         change = next_change(
             self.desired_voters(), status.membership, self.raft.match_index, status.committed
@@ -169,7 +183,7 @@ class RaftOrderer:
                 await self._handle(self.raft.ready())
 
     async def _handle(self, rd: Ready) -> None:
-        # Shielded: a Ready is persisted, sent, applied and advanced as one step.
+        # Shielded: a Ready is persisted and sent as one step.
         with trio.CancelScope(shield=True):
             if rd.async_save and rd.messages:
                 # A leader's entries may reach the followers while it writes them (Raft
@@ -185,22 +199,36 @@ class RaftOrderer:
                 )
             if rd.messages and not rd.async_save:
                 self.send(rd.messages)
-            if rd.snapshot is not None and self.on_snapshot is not None:
-                async with self.apply_lock:
-                    await self.on_snapshot(rd.snapshot.index)
             if rd.soft_state is not None:
                 self._role_changed(
                     ROLE_NAMES.get(rd.soft_state.role, "follower"), rd.soft_state.leader or ""
                 )
-            async with self.apply_lock:
-                for entry in rd.committed_entries:
-                    await self._apply(entry)
-            self.raft.advance(rd)
-            status = self.raft.status()
-            self.metrics.raft_term.set(status.term)
-            self.metrics.raft_commit_index.set(status.committed)
-            await self._maybe_compact(status.applied)
+        # Not shielded: when the node stops, entries still queued are applied again
+        # after its restart, from the applied index written with each block.
+        if rd.snapshot is not None:
+            await self._to_apply.send(rd.snapshot.index)
         if rd.committed_entries:
+            await self._to_apply.send(list(rd.committed_entries))
+        self.raft.advance(rd)
+        status = self.raft.status()
+        self.metrics.raft_term.set(status.term)
+        self.metrics.raft_commit_index.set(status.committed)
+        await self._maybe_compact(self.applied)
+
+    async def _applier(self) -> None:
+        """Executes committed entries in log order, apart from the Ready cycle."""
+        async for item in self._apply_queue:
+            # Shielded: an entry's block is written whole or not at all.
+            with trio.CancelScope(shield=True):
+                async with self.apply_lock:
+                    if isinstance(item, int):
+                        if self.on_snapshot is not None:
+                            await self.on_snapshot(item)
+                        self.applied = max(self.applied, self.core.ledger.raft_applied())
+                    else:
+                        for entry in item:
+                            await self._apply(entry)
+                            self.applied = max(self.applied, entry.index)
             self._applied_wake.set()
             self._applied_wake = trio.Event()
 

@@ -39,6 +39,7 @@ def orderer() -> tuple[RaftOrderer, dict[str, int]]:
         take_batch=lambda now, n, size: [SimpleNamespace(raw=b"tx")],
         requeue=requeue,
         name="hosp1",
+        ledger=SimpleNamespace(raft_applied=lambda: 0),
     )
     cutter: Any = SimpleNamespace(
         next_deadline_ms=lambda oldest: 0,
