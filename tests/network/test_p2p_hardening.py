@@ -85,3 +85,39 @@ async def test_a_bad_pubsub_stream_is_reset_not_fatal() -> None:
     p2p_hardening.guard_pubsub_handlers(Host(), Pubsub(), ["/meshsub/1.1.0"])
     await handlers["/meshsub/1.1.0"](Stream())
     assert Stream.reset_called and dead == ["peer-1"]
+
+
+def test_peer_records_are_reused_and_checked_once_per_distinct_record() -> None:
+    from types import SimpleNamespace
+
+    from node.p2p_hardening import cache_peer_records, record_caches
+
+    issued: list[object] = []
+    checked: list[tuple[object, bytes]] = []
+
+    def issue(host: object) -> tuple[bytes, bool]:
+        issued.append(host)
+        return b"record-%d" % len(issued), True
+
+    def consume(msg: Any, host: object, peer: object) -> bool:
+        checked.append((peer, msg.senderRecord))
+        return msg.senderRecord != b"forged"
+
+    send, receive = record_caches(issue, consume)
+    host = object()
+    assert send(host) == (b"record-1", True)
+    assert send(host) == (b"record-1", False)  # reused, not rebuilt
+    assert issued == [host]
+
+    def rpc(record: bytes | None) -> Any:
+        return SimpleNamespace(HasField=lambda f: record is not None, senderRecord=record)
+
+    assert receive(rpc(None), host, "a") and checked == []
+    assert receive(rpc(b"r1"), host, "a") and receive(rpc(b"r1"), host, "a")
+    assert checked == [("a", b"r1")]  # the same bytes from the same peer: checked once
+    assert receive(rpc(b"r1"), host, "b")  # another peer: checked on its own
+    assert receive(rpc(b"r2"), host, "a")  # a new record: checked
+    assert not receive(rpc(b"forged"), host, "a")
+    assert not receive(rpc(b"forged"), host, "a")  # a refusal is never cached
+    assert len(checked) == 5
+    assert cache_peer_records() and cache_peer_records()  # installed once, idempotent
