@@ -12,7 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 import structlog
@@ -120,6 +120,12 @@ class NodeCore:
         mempool (for forwarding to the leader, or gossip of what this node admitted)."""
         with self.lock:
             return self.mempool.peek(limit, local_only)
+
+    def fresh_local(self, limit: int, seen: Container[bytes]) -> list[tuple[bytes, bytes]]:
+        """(tx id, bytes) of what this node's clients gave it since the newest one in
+        `seen` (for gossip), oldest first."""
+        with self.lock:
+            return self.mempool.newest_local(limit, seen)
 
     def pending_txs(self, limit: int, newest: bool = False) -> list[PendingTx]:
         """Up to `limit` pending transactions, oldest first (or newest first), left in

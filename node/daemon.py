@@ -210,7 +210,7 @@ class Node:
         while self.gossip is not None:
             await trio.sleep(0.1)
             waited += 0.1
-            fresh = [(t, r) for t, r in self.core.pending(2000, local_only=True) if t not in sent]
+            fresh = self.core.fresh_local(2000, sent)
             if not fresh or (len(fresh) < GOSSIP_BATCH and waited < 0.5):
                 continue
             waited = 0.0

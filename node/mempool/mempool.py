@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
+from collections.abc import Container
 from dataclasses import dataclass
 
 from node.codes import TxCode
@@ -136,6 +137,19 @@ class Mempool:
             txs = self._txs
             return [(tx_id, txs[tx_id].raw) for tx_id in itertools.islice(self._local, limit)]
         return [(tx.tx_id, tx.raw) for tx in itertools.islice(self._txs.values(), limit)]
+
+    def newest_local(self, limit: int, seen: Container[bytes]) -> list[tuple[bytes, bytes]]:
+        """(tx id, bytes) of the local transactions admitted after the newest one in
+        `seen`, oldest first, at most `limit` (the newest): walks back from the newest
+        end, so a backlog of transactions already in `seen` costs nothing."""
+        txs = self._txs
+        out: list[tuple[bytes, bytes]] = []
+        for tx_id in reversed(self._local):
+            if tx_id in seen or len(out) >= limit:
+                break
+            out.append((tx_id, txs[tx_id].raw))
+        out.reverse()
+        return out
 
     def oldest(self, limit: int) -> list[PendingTx]:
         """Up to `limit` of the oldest pending transactions, oldest first, left in place."""

@@ -194,3 +194,19 @@ def test_peek_local_only_keeps_pool_order_through_take_remove_and_restore() -> N
     assert local() == [2, 4, 8]
     assert [tx.tx_id[-1] for tx in pool.oldest(3)] == [1, 2, 3]
     assert [tx.tx_id[-1] for tx in pool.newest(2)] == [8, 7]
+
+
+def test_newest_local_stops_at_what_was_seen() -> None:
+    pool = Mempool(MempoolLimits(100, 10_000, 1.0))
+    for n in range(1, 9):
+        tx = pending(n)
+        pool.add(PendingTx(tx.tx_id, tx.raw, tx.institution, tx.expires_at_ms, n, n % 2 == 0))
+
+    def fresh(seen: set[int], limit: int = 10) -> list[int]:
+        ids = {n.to_bytes(32, "big") for n in seen}
+        return [tx_id[-1] for tx_id, _ in pool.newest_local(limit, ids)]
+
+    assert fresh(set()) == [2, 4, 6, 8]  # oldest first
+    assert fresh({4}) == [6, 8]  # only what came after the newest one gossiped
+    assert fresh({8}) == []
+    assert fresh(set(), limit=2) == [6, 8]  # the newest when there are too many
