@@ -1,0 +1,96 @@
+"""Committed entries are executed by the orderer's applier task, in log order, while the
+Ready loop goes on: a block that takes long to execute must not stop the node from
+acknowledging and committing what follows (a follower that stopped answering for the
+stall window made the leader send the same entries again)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+from medledger.v1 import ledger_pb2
+
+from node.consensus import Membership, RaftConfig, RawNode
+from node.consensus.leveldb_storage import LevelDBStorage
+from node.ledger.kvstore import LevelDBKV
+from node.ordering.raft_orderer import RaftOrderer
+
+
+class EmptyMempool:
+    size_bytes = 0
+
+    def __len__(self) -> int:
+        return 0
+
+    def oldest_received_ms(self) -> None:
+        return None
+
+
+class SlowCore:
+    """Applies blocks in a worker thread; the first one waits for `gate`."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.gate = threading.Event()
+        self.applied: list[int] = []
+        self.mempool = EmptyMempool()
+        self.ledger = SimpleNamespace(raft_applied=lambda: self.applied[-1] if self.applied else 0)
+        self.name = "n1"
+
+    def apply_entry(self, batch: Any, term: int, index: int, now_ms: int) -> Any:
+        if len(self.applied) == 1:  # the first NORMAL entry (after the leader's no-op)
+            assert self.gate.wait(10), "the test never opened the gate"
+        self.applied.append(index)
+        return SimpleNamespace(height=len(self.applied), block_hash=b"\x00" * 32)
+
+    def record_applied(self, index: int) -> None:
+        self.applied.append(index)
+
+
+def metrics() -> Any:
+    gauge = SimpleNamespace(set=lambda value: None)
+    return SimpleNamespace(
+        raft_term=gauge,
+        raft_commit_index=gauge,
+        block_latency=SimpleNamespace(observe=lambda value: None),
+        set_role=lambda role: None,
+    )
+
+
+async def test_a_slow_block_does_not_stop_the_ready_loop(tmp_path: Path) -> None:
+    kv = LevelDBKV(tmp_path / "raft")
+    storage = LevelDBStorage.initialize(kv.prefixed(b"raft/"), Membership.of(["n1"]))
+    raft = RawNode(RaftConfig(id="n1"), storage, random.Random(1))
+    core = SlowCore()
+    cutter: Any = SimpleNamespace(
+        next_deadline_ms=lambda oldest: None, should_cut=lambda n, size, oldest, now: False
+    )
+    orderer = RaftOrderer(core, cutter, metrics(), raft, storage, 0.05)  # type: ignore[arg-type]
+    batch = ledger_pb2.Batch(txs=[b"tx"], leader_time_ms=1, proposer="n1").SerializeToString()
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(orderer.run)
+                while orderer.role != "leader" or not core.applied:
+                    await trio.sleep(0.01)
+                last = 0
+                for _ in range(5):
+                    last = raft.propose([batch])
+                    orderer._ready_wake.set()
+                # The first block is stuck in the applier; the rest still commit.
+                while raft.status().committed < last:
+                    await trio.sleep(0.01)
+                assert len(core.applied) == 1
+                core.gate.set()
+                while core.applied[-1] < last:
+                    await trio.sleep(0.01)
+                assert core.applied == sorted(core.applied) == list(range(1, last + 1))
+                assert orderer.applied == last
+                nursery.cancel_scope.cancel()
+    finally:
+        core.gate.set()
+        kv.close()
