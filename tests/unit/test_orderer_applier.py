@@ -36,6 +36,7 @@ class SlowCore:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.gate = threading.Event()
+        self.stuck = threading.Event()
         self.applied: list[int] = []
         self.mempool = EmptyMempool()
         self.ledger = SimpleNamespace(raft_applied=lambda: self.applied[-1] if self.applied else 0)
@@ -43,6 +44,7 @@ class SlowCore:
 
     def apply_entry(self, batch: Any, term: int, index: int, now_ms: int) -> Any:
         if len(self.applied) == 1:  # the first NORMAL entry (after the leader's no-op)
+            self.stuck.set()
             assert self.gate.wait(10), "the test never opened the gate"
         self.applied.append(index)
         return SimpleNamespace(height=len(self.applied), block_hash=b"\x00" * 32)
@@ -77,11 +79,15 @@ async def test_a_slow_block_does_not_stop_the_ready_loop(tmp_path: Path) -> None
                 await nursery.start(orderer.run)
                 while orderer.role != "leader" or not core.applied:
                     await trio.sleep(0.01)
+                raft.propose([batch])
+                orderer._ready_wake.set()
+                while not core.stuck.is_set():
+                    await trio.sleep(0.01)
+                # The first block is stuck in the applier; what follows still commits.
                 last = 0
-                for _ in range(5):
+                for _ in range(4):
                     last = raft.propose([batch])
                     orderer._ready_wake.set()
-                # The first block is stuck in the applier; the rest still commit.
                 while raft.status().committed < last:
                     await trio.sleep(0.01)
                 assert len(core.applied) == 1
