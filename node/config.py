@@ -52,6 +52,11 @@ class P2PSection:
     key: str = "p2p.key"
     bootstrap: list[str] = field(default_factory=list)
     psk: str = ""
+    # Spread this node's admitted transactions on the `txs` gossip topic besides
+    # forwarding them to the leader (DESIGN 3.1 step 2: gossip is never relied on).
+    # With it, another node forwards them if this one stops before they commit; without
+    # it, every node admits each transaction once instead of once more per gossip copy.
+    gossip_txs: bool = True
 
 
 @dataclass(frozen=True)

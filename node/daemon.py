@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("medledger.node")
 
 GOSSIP_BATCH = 100
+# Ids of transactions this node gossiped, to send each once: newer than any still
+# pending unless more than this many are admitted within a transaction TTL.
+GOSSIP_SENT_MEMORY = 20_000
 
 
 class StartupError(Exception):
@@ -216,7 +219,7 @@ class Node:
             waited = 0.0
             for tx_id, _ in fresh:
                 sent[tx_id] = None
-            while len(sent) > 100_000:
+            while len(sent) > GOSSIP_SENT_MEMORY:
                 sent.pop(next(iter(sent)))
             payload = p2p_pb2.TxForward(txs=[r for _, r in fresh]).SerializeToString()
             if not await self.gossip.publish(GOSSIP_TXS, payload):
@@ -356,13 +359,15 @@ class Node:
                 port=port,
                 height=core.ledger.tip.height,
                 chain_id=services.genesis.chain_id.hex()[:16],
+                gossip_txs=config.p2p.gossip_txs,
             )
             self.notifier.ready(self.status_line())
             nursery.start_soon(watchdog, self.notifier, self.status_line)
             nursery.start_soon(self._sample_metrics)
             if self.gossip is not None:
                 gossip = self.gossip
-                nursery.start_soon(self._gossip_txs)
+                if config.p2p.gossip_txs:
+                    nursery.start_soon(self._gossip_txs)
                 self.replication.announce_with(
                     lambda payload: nursery.start_soon(gossip.publish, GOSSIP_BLOCKS, payload)
                 )

@@ -35,6 +35,46 @@ log = structlog.get_logger("medledger.p2p")
 
 MAX_FRAME = 64 * 1024 * 1024
 QUEUE_FRAMES = 1024
+# Bytes queued for one peer and protocol before `send` refuses more (one payload is
+# always taken when nothing is queued); a peer that reads slowly then costs at most this,
+# and Raft hears it as unreachable and probes instead of streaming.
+QUEUE_BYTES = 16 * 1024 * 1024
+# At most this much of the queue is framed into one write (a longer queue is several).
+COALESCE_BYTES = 1024 * 1024
+
+
+class _Outbox:
+    """One peer's and protocol's queue of payloads, bounded by count and bytes."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = trio.open_memory_channel[bytes](QUEUE_FRAMES)
+        self.bytes = 0
+
+    def put(self, payload: bytes) -> bool:
+        if self.bytes and self.bytes + len(payload) > QUEUE_BYTES:
+            return False
+        try:
+            self.send.send_nowait(payload)
+        except trio.WouldBlock:
+            return False
+        self.bytes += len(payload)
+        return True
+
+    async def take(self) -> bytes:
+        """The framed bytes of the next payloads, at most COALESCE_BYTES unless one
+        payload is larger; waits for the first."""
+        payload = await self.receive.receive()
+        batch = [frame(payload)]
+        size = len(payload)
+        while size < COALESCE_BYTES:
+            try:
+                payload = self.receive.receive_nowait()
+            except trio.WouldBlock:
+                break
+            batch.append(frame(payload))
+            size += len(payload)
+        self.bytes -= size
+        return batch[0] if len(batch) == 1 else b"".join(batch)
 
 
 class FrameError(Exception):
@@ -140,7 +180,7 @@ class Libp2pNetwork:
         self.peer_id = self.host.get_id().to_base58()
         self.refused_peers = 0
         self.malformed = 0
-        self._queues: dict[tuple[str, str], trio.MemorySendChannel[bytes]] = {}
+        self._queues: dict[tuple[str, str], _Outbox] = {}
         self._nursery: trio.Nursery | None = None
         # Test hook (testing.p2p_capture): sees every payload this node sends, before
         # Noise encrypts it, as (peer, protocol, payload).
@@ -178,16 +218,11 @@ class Libp2pNetwork:
             return False
         if self.tap is not None:
             self.tap(peer, protocol, payload)
-        queue = self._queues.get((peer, protocol))
-        if queue is None:
-            send, receive = trio.open_memory_channel[bytes](QUEUE_FRAMES)
-            self._queues[(peer, protocol)] = queue = send
-            self._nursery.start_soon(self._writer, peer, protocol, receive)
-        try:
-            queue.send_nowait(payload)
-        except trio.WouldBlock:
-            return False
-        return True
+        outbox = self._queues.get((peer, protocol))
+        if outbox is None:
+            self._queues[(peer, protocol)] = outbox = _Outbox()
+            self._nursery.start_soon(self._writer, peer, protocol, outbox)
+        return outbox.put(payload)
 
     async def request(self, peer: str, protocol: str, payload: bytes, timeout_s: float) -> bytes:
         info = self.peers_by_name.get(peer)
@@ -274,19 +309,11 @@ class Libp2pNetwork:
             await self._connect(peer)
         return await self.host.new_stream(target, [protocol])  # type: ignore[list-item]
 
-    async def _writer(
-        self, peer: str, protocol: str, queue: trio.MemoryReceiveChannel[bytes]
-    ) -> None:
+    async def _writer(self, peer: str, protocol: str, outbox: _Outbox) -> None:
         info = self.peers_by_name[peer]
         stream: Any = None
-        async for payload in queue:
-            batch = [payload]
-            while True:  # coalesce what is already queued into one write
-                try:
-                    batch.append(queue.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            data = b"".join(frame(p) for p in batch)
+        while True:
+            data = await outbox.take()  # what is already queued goes in one write
             for _attempt in range(2):
                 try:
                     if stream is None:

@@ -382,3 +382,34 @@ def test_backup_under_load_restores_to_a_node_that_verifies_and_rejoins(
         worker.join()
     net.wait(lambda: len(set(net.heights(ALL).values())) == 1, what="hosp4 to rejoin")
     net.same_chain(ALL)
+
+
+def test_without_transaction_gossip_forwarding_alone_commits_everything(tmp_path: Path) -> None:
+    """`p2p.gossip_txs = false` (DESIGN 3.1 step 2: gossip is never relied on): each node
+    only forwards what its clients give it to the leader, and everything commits once."""
+    root = tmp_path / "net"
+    names = ["hosp1", "hosp2", "hosp3"]
+    up(root, hospitals=3, consenters=3, regulator=False, env={"MEDLEDGER_P2P_GOSSIP_TXS": "false"})
+    net = Consortium(root)
+    try:
+        net.wait(lambda: net.leader() is not None, what="a leader")
+        doctor = net.identity("hosp1-doctor1")
+        with net.client("hosp1") as c:
+            raws = [c.build(doctor, "kv", "put", {"key": f"g{i}", "value": i}) for i in range(300)]
+        tx_ids: list[str] = []
+        for start in range(0, 300, 50):
+            with net.client(names[(start // 50) % 3]) as c:
+                results = c.submit_batch(raws[start : start + 50])
+            assert all(r.status == "pending" for r in results), results[:3]
+            tx_ids += [r.tx_id for r in results]
+        with net.client("hosp3") as c:
+            net.wait(
+                lambda: all(c.transaction(bytes.fromhex(t)).status == 2 for t in tx_ids),
+                what="every transaction to commit",
+            )
+        net.wait(lambda: len(set(net.heights(names).values())) == 1, what="one height")
+        net.same_chain(names)
+        logs = "".join((root / "logs" / f"{n}.log").read_text() for n in names)
+        assert logs.count('"gossip_txs": false') == 3  # in each node_started line
+    finally:
+        down(root)
