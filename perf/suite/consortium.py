@@ -81,13 +81,19 @@ class Consortium:
                 out[node.name] = client.status().role
         return out
 
-    def count_valid(self, node: NodeInfo, after: int, upto: int) -> int:
-        """Transactions with code VALID in blocks after..upto of one node."""
+    def count_valid(
+        self, node: NodeInfo, after: int, upto: int, marks: tuple[bytes, ...] = ()
+    ) -> int:
+        """Transactions with code VALID in blocks after..upto of one node; with `marks`,
+        only those whose bytes hold one of them (a round's tag in its args), so that a
+        backlog an earlier round left is not counted as this round's."""
         count = 0
         with Client(node.api, timeout_s=30) as client:
             for height in range(after + 1, upto + 1):
                 info = client.block(height)
-                count += sum(1 for r in info.results.results if r.code == VALID)
+                for raw, result in zip(info.block.txs, info.results.results, strict=False):
+                    if result.code == VALID and (not marks or any(m in raw for m in marks)):
+                        count += 1
         return count
 
     def wait_height(self, node: NodeInfo, height: int, timeout_s: float) -> int:

@@ -83,6 +83,12 @@ def _profiler(ctx: RunContext, rnd: Round) -> subprocess.Popen[bytes] | None:
         )  # fmt: skip
 
 
+def round_marks(tag: str) -> tuple[bytes, ...]:
+    """What every transaction of the round carries in its args: the kv keys and the
+    referral ids begin with the round's tag (workloads.py, referral.referral_id)."""
+    return (f"{tag}-c".encode(), referral.referral_id(tag, 0, 0).removesuffix("0-0").encode())
+
+
 def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
     consortium = ctx.consortium
     if rnd.workload == "query" and "query" not in ctx.preloaded:
@@ -135,7 +141,9 @@ def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
     for node in nodes:
         if node.consenter:
             reached = consortium.wait_height(node, top, timeout_s=rnd.drain_s)
-            committed[node.name] = consortium.count_valid(node, before[node.name], reached)
+            committed[node.name] = consortium.count_valid(
+                node, before[node.name], reached, round_marks(tag)
+            )
     bytes_after = {n.name: dir_bytes(n.data_dir) for n in nodes}
     samples = ctx.monitor.between(start_sample.t, end_sample.t)
     row = round_row(

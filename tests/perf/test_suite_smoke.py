@@ -59,6 +59,8 @@ def test_tiny_round_reports_every_field(tmp_path: Path) -> None:
         missing = [f for f in FIELDS if f not in row]
         assert not missing, missing
         assert row["success"] > 0 and row["throughput"] > 0
+        # Only the round's own transactions are counted (marked by its tag in their args).
+        assert row["committed_by_node"] == {"hosp1": row["success"]}, row["round"]
         assert set(row["cpu_s_per_tx"]) == set(row["rss_mb"]) == {"hosp1"}
     assert doc["rounds"][0]["success"] == 400
     # Referral chains: 30 creates at 30/s, each releasing its receive, then its accept.
