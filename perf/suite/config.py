@@ -30,6 +30,12 @@ SUBMIT_MODES = ("unary", "batch", "stream")
 CONTROLLERS = ("fixed", "step", "max")
 
 
+# Every transaction of a round is signed before its window, valid for at most the genesis
+# max_tx_ttl (10 min; 9 used): duration_s + 2 * drain_s + SIGNING_ALLOWANCE_S must fit.
+MAX_TTL_MS = 9 * 60 * 1000
+SIGNING_ALLOWANCE_S = 120
+
+
 class ConfigError(Exception):
     """The configuration file is wrong; the message names the key and what to change."""
 
@@ -161,7 +167,18 @@ def parse_round(raw: dict[str, Any], defaults: dict[str, Any], index: int) -> Ro
         raise ConfigError(f"{where}: need 1 <= consenters <= hospitals")
     if rnd.clients < 1:
         raise ConfigError(f"{where}: clients must be at least 1")
+    _check_window(rnd, where)
     return rnd
+
+
+def _check_window(rnd: Round, where: str) -> None:
+    longest = MAX_TTL_MS / 1000 - SIGNING_ALLOWANCE_S
+    if rnd.duration_s + 2 * rnd.drain_s > longest:
+        raise ConfigError(
+            f"{where}: duration_s + 2 * drain_s must be at most {longest:g} s: its "
+            "transactions are signed before the round and expire after the chain's "
+            "max_tx_ttl (a longer soak would send expired transactions)"
+        )
 
 
 def load(path: Path, overrides: dict[str, Any] | None = None) -> Suite:
@@ -185,6 +202,7 @@ def load(path: Path, overrides: dict[str, Any] | None = None) -> Suite:
             rnd = replace(rnd, **overrides)
             if not 1 <= rnd.consenters <= rnd.hospitals:
                 raise ConfigError("command line: need 1 <= consenters <= hospitals")
+            _check_window(rnd, f"command line, round {rnd.name}")
         rounds.append(rnd)
     return Suite(
         name=str(suite.get("name", path.stem)),

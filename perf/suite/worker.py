@@ -18,16 +18,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from node.sdk.client import Client, Identity
-from perf.suite.config import Round
+from perf.suite.config import MAX_TTL_MS, SIGNING_ALLOWANCE_S, Round
 from perf.suite.listener import BlockListener
 from perf.suite.referral import Chains, Setup
 from perf.suite.schedule import client_schedule
 from perf.suite.sender import Sender
 from perf.suite.tracker import LATE, PARENT_FAILED, UNSENT, Tracker
 from perf.suite.workloads import calls
-
-# Longest validity a transaction may ask for is the genesis max_tx_ttl (10 min).
-MAX_TTL_MS = 9 * 60 * 1000
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,9 @@ class Prepared:
         for name in {c.signer for c in todo} - set(signers):
             signers[name] = Identity.load(plan.identity.parent / name)
         # A referral chain's later steps go out up to 2 drains after the window.
-        ttl_ms = min(MAX_TTL_MS, int((rnd.duration_s + 2 * rnd.drain_s + 120) * 1000))
+        ttl_ms = min(
+            MAX_TTL_MS, int((rnd.duration_s + 2 * rnd.drain_s + SIGNING_ALLOWANCE_S) * 1000)
+        )
         started = time.perf_counter()
         self.raws = [
             client.build(signers[c.signer], c.contract, c.function, c.args, ttl_ms) for c in todo

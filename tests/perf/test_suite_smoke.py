@@ -85,3 +85,16 @@ def test_short_run_stream_round_has_no_failures(tmp_path: Path) -> None:
     referrals = [r for r in doc["rounds"] if r["workload"] == "referral"]
     assert [r["submit"] for r in referrals] == ["unary", "stream"]
     assert all(r["success"] > 0 and r["referral"]["chains_completed"] > 0 for r in referrals)
+
+
+def test_a_round_longer_than_a_transaction_lives_is_refused(tmp_path: Path) -> None:
+    rate = 'rate = { controller = "fixed", tps = 10 }\n'
+    long = tmp_path / "long.toml"
+    long.write_text('[[round]]\nname = "x"\nworkload = "kv"\nduration_s = 900\n' + rate)
+    with pytest.raises(config.ConfigError, match="must be at most 420 s"):
+        config.load(long)
+    ok = tmp_path / "ok.toml"
+    ok.write_text('[[round]]\nname = "x"\nworkload = "kv"\nduration_s = 300\n' + rate)
+    assert config.load(ok).rounds
+    with pytest.raises(config.ConfigError, match="must be at most 420 s"):
+        config.load(ok, {"duration_s": 900.0})  # --duration is checked too
