@@ -120,9 +120,10 @@ def test_admin_log_level_and_backup_under_load_restores(net: Net, tmp_path: Path
     assert run.json()["height"] == manifest["height"]
     net.start()
     with Client(net.api) as client:
-        status = client.status()
-        assert status.height == manifest["height"]
-        assert status.last_block_hash.hex() == manifest["last_block_hash"]
+        # The backup's Raft log may hold entries committed after its newest block (they
+        # are executed just behind the log): the node applies them, on the same chain.
+        assert client.status().height >= manifest["height"]
+        assert client.block(manifest["height"]).hash.hex() == manifest["last_block_hash"]
     # A second restore into the now non-empty data dir is refused.
     assert net.stop() == 0
     again = medledger("restore", "--config", config, "--backup", str(backup_dir), "--json")
