@@ -115,15 +115,9 @@ class NodeCore:
             self.wake_orderer()
         return TxOutcome(tx.tx_id, TxStatus.PENDING, TxCode.VALID), future
 
-    def pending(self, limit: int, local_only: bool = False) -> list[tuple[bytes, bytes]]:
-        """(tx id, bytes) of up to `limit` of the oldest pending transactions, left in the
-        mempool (for forwarding to the leader, or gossip of what this node admitted)."""
-        with self.lock:
-            return self.mempool.peek(limit, local_only)
-
     def fresh_local(self, limit: int, seen: Container[bytes]) -> list[tuple[bytes, bytes]]:
         """(tx id, bytes) of what this node's clients gave it since the newest one in
-        `seen` (for gossip), oldest first."""
+        `seen` (for gossip and forwarding), oldest first."""
         with self.lock:
             return self.mempool.newest_local(limit, seen)
 

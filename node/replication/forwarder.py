@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("medledger.forward")
 
 MAX_FORWARD = 500
-# The most of the newest pending transactions one round looks at for fresh ones.
+# The most fresh local transactions one round sends at once (the newest ones).
 FRESH_SCAN_MAX = 4096
 # Re-sends of a transaction the leader already has wait resend_ms, then twice that, ...
 # up to this many times resend_ms.
@@ -111,25 +111,8 @@ class Forwarder:
 
     def _fresh(self) -> list[tuple[bytes, bytes]]:
         """This node's own transactions admitted since the last round, oldest first:
-        walk back from the newest until a local transaction that was sent already."""
-        sent = self._sent
-        limit = 64
-        while True:
-            txs = self.core.pending_txs(limit, newest=True)
-            out: list[tuple[bytes, bytes]] = []
-            reached = False
-            for tx in txs:
-                if tx.tx_id in sent:
-                    if tx.local:
-                        reached = True
-                        break
-                    continue
-                if tx.local:
-                    out.append((tx.tx_id, tx.raw))
-            if reached or len(txs) < limit or limit >= FRESH_SCAN_MAX:
-                out.reverse()
-                return out
-            limit *= 4
+        the local ones newer than the newest local one sent already."""
+        return self.core.fresh_local(FRESH_SCAN_MAX, self._sent)
 
     def _candidates(self, now: int, leader: str = "") -> list[tuple[bytes, bytes]]:
         sent = self._sent
