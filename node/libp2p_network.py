@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from node.net import Handler, NetworkError
-from node.p2p_hardening import cache_peer_records, harden_yamux
+from node.p2p_hardening import cache_peer_records, harden_yamux, tune_yamux
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -169,6 +169,7 @@ class Libp2pNetwork:
         from libp2p.security.noise.transport import Transport as NoiseTransport
 
         harden_yamux()
+        tune_yamux()
         cache_peer_records()
         self.name = name
         self.listen = listen

@@ -19,6 +19,12 @@ peerstore entry — per RPC, a fifth of a follower's trio time at 200 tx/s.
 `cache_peer_records` reuses the sent record for RECORD_REUSE_S and accepts a record
 byte-identical to the one last accepted from the same (Noise-authenticated) peer
 without checking it again: the same bytes give the same answer.
+
+And Yamux's receive-window policy (`tune_yamux`): py-libp2p 0.8.1 answers nearly every
+read of a stream with a WINDOW_UPDATE frame, an extra Noise-encrypted write per message
+received, and looks its PY_YAMUX_* settings up in the environment on every read. We use
+go-yamux's policy (an update once half the window is consumed) and read the settings
+once, at start-up.
 """
 
 from __future__ import annotations
@@ -66,6 +72,40 @@ def harden_yamux() -> bool:
 
     _write_frame._medledger_guard = True  # type: ignore[attr-defined]
     Yamux._write_frame = _write_frame  # type: ignore[method-assign]
+    return True
+
+
+def tune_yamux() -> bool:
+    """Give Yamux streams go-yamux's receive-window policy: a WINDOW_UPDATE only once half
+    the receive window has been consumed (with go-yamux's window auto-tuning when one is
+    sent), instead of one after (nearly) every read; and read py-libp2p's per-read
+    PY_YAMUX_* debug and timeout settings once. False, with a warning, if the installed
+    py-libp2p is not the version this was made for."""
+    from libp2p.stream_muxer.yamux import yamux
+
+    version = metadata.version("libp2p")
+    if version != PATCHED_VERSION:
+        log.warning("libp2p_unpatched", version=version, expected=PATCHED_VERSION)
+        return False
+    if getattr(yamux, "_medledger_tuned", False):
+        return True
+
+    async def window_update(self: Any, *, bytes_read: int = 0) -> None:
+        async with self.window_lock:
+            buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
+            delta = self.target_recv_window - (self.recv_window + buffered)
+            if delta < self.target_recv_window // 2:
+                return  # the sender may still send at least half a window
+            self.recv_window += delta
+            delta += self._apply_autotune_epoch(buffered)
+        await self.send_window_update(delta, skip_lock=True)
+
+    window_update.replaced = yamux.YamuxStream._auto_tune_and_send_window_update  # type: ignore[attr-defined]
+    yamux.YamuxStream._auto_tune_and_send_window_update = window_update  # type: ignore[method-assign]
+    for name in ("_perf_yamux_debug_enabled", "_yamux_data_read_timeout"):
+        value = getattr(yamux, name)()
+        setattr(yamux, name, lambda value=value: value)
+    yamux._medledger_tuned = True  # type: ignore[attr-defined]
     return True
 
 

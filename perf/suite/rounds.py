@@ -33,7 +33,7 @@ class RunContext:
     monitor: Monitor
     pool: ClientPool
     origin: float  # time.monotonic() when the run started (chart's zero)
-    profile_round: str = ""  # py-spy records the first node during this round
+    profile_round: str = ""  # py-spy records every node during this round
     profile_dir: Path | None = None
     profile_gil: bool = False  # py-spy --gil: only the thread holding the GIL
     preloaded: set[str] = field(default_factory=set)
@@ -62,25 +62,30 @@ def preload(ctx: RunContext, rnd: Round) -> None:
                 time.sleep(0.05)
 
 
-def _profiler(ctx: RunContext, rnd: Round) -> subprocess.Popen[bytes] | None:
+def _profilers(ctx: RunContext, rnd: Round) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every node of the consortium during the profiled round, one file each
+    (`profile-<round>-<node>.txt`)."""
     if rnd.label != ctx.profile_round or ctx.profile_dir is None:
-        return None
-    node = ctx.consortium.nodes[0]
-    stem = ctx.profile_dir / f"profile-{rnd.label.replace('#', '-')}"
+        return []
+    ctx.profile_dir.mkdir(parents=True, exist_ok=True)
     venv_spy = Path(sys.executable).parent / "py-spy"
     spy = str(venv_spy) if venv_spy.exists() else "py-spy"
-    # --nonblocking: sample without pausing the node, so latency is not distorted.
-    with open(f"{stem}.log", "wb") as log:
-        return subprocess.Popen(
-            [
-                spy, "record", "--pid", str(node.pid), "--format", "raw", "--rate", "100",
-                "--duration", str(int(rnd.duration_s)), "--output", f"{stem}.txt",
-                "--subprocesses", "--threads", "--nonblocking",
-                *(["--gil"] if ctx.profile_gil else []),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    spies = []
+    for node in ctx.consortium.nodes:
+        stem = ctx.profile_dir / f"profile-{rnd.label.replace('#', '-')}-{node.name}"
+        # --nonblocking: sample without pausing the node, so latency is not distorted.
+        with open(f"{stem}.log", "wb") as log:
+            spies.append(subprocess.Popen(
+                [
+                    spy, "record", "--pid", str(node.pid), "--format", "raw", "--rate", "100",
+                    "--duration", str(int(rnd.duration_s)), "--output", f"{stem}.txt",
+                    "--subprocesses", "--threads", "--nonblocking",
+                    *(["--gil"] if ctx.profile_gil else []),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            ))  # fmt: skip
+    return spies
 
 
 def round_marks(tag: str) -> tuple[bytes, ...]:
@@ -125,16 +130,17 @@ def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
     consortium.remember_pids()
     t0 = time.monotonic() + 0.5
     start_sample = ctx.monitor.sample()
-    profiler = _profiler(ctx, rnd)
+    profilers = _profilers(ctx, rnd)
     try:
         results = ctx.pool.go(t0, timeout_s=rnd.duration_s + 2 * rnd.drain_s + 60)
         end_sample = ctx.monitor.sample()
-        if profiler is not None:
-            profiler.wait(timeout=30)
+        for spy in profilers:
+            spy.wait(timeout=30)
     finally:
-        if profiler is not None and profiler.poll() is None:
-            profiler.kill()
-            profiler.wait()
+        for spy in profilers:
+            if spy.poll() is None:
+                spy.kill()
+                spy.wait()
     after = consortium.heights()
     top = max(after.values())
     committed: dict[str, int] = {}

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="override every round's duration_s")
     p.add_argument("--rounds", help="comma-separated round names to run (default all)")
     p.add_argument("--keep", type=Path, help="keep the network's data and logs in this folder")
-    p.add_argument("--profile", default="", help="py-spy record the first node in this round")
+    p.add_argument("--profile", default="", help="py-spy record every node in this round")
     p.add_argument(
         "--profile-gil", action="store_true", help="profile only the thread holding the GIL"
     )

@@ -121,3 +121,41 @@ def test_peer_records_are_reused_and_checked_once_per_distinct_record() -> None:
     assert not receive(rpc(b"forged"), host, "a")  # a refusal is never cached
     assert len(checked) == 5
     assert cache_peer_records() and cache_peer_records()  # installed once, idempotent
+
+
+async def test_tuned_yamux_sends_a_window_update_per_half_window_not_per_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from libp2p.stream_muxer.yamux import yamux
+
+    monkeypatch.delenv("PY_YAMUX_RELEASE_ON_READ", raising=False)
+    method = "_auto_tune_and_send_window_update"
+    current = getattr(yamux.YamuxStream, method)
+    monkeypatch.setattr(yamux.YamuxStream, method, getattr(current, "replaced", current))
+    for name in ("_perf_yamux_debug_enabled", "_yamux_data_read_timeout"):
+        monkeypatch.setattr(yamux, name, getattr(yamux, name))
+    monkeypatch.setattr(yamux, "_medledger_tuned", False, raising=False)
+
+    async def window_updates(messages: int, size: int) -> list[int]:
+        conn = SimpleNamespace(stream_buffers={}, rtt=lambda: 0.0)
+        stream = yamux.YamuxStream(1, conn, is_initiator=False)  # type: ignore[arg-type]
+        sent: list[int] = []
+
+        async def send_window_update(increment: int, skip_lock: bool = False) -> None:
+            sent.append(increment)
+
+        stream.send_window_update = send_window_update  # type: ignore[method-assign]
+        for _ in range(messages):
+            stream.recv_window -= size  # the frame arrives (Yamux.handle_incoming) ...
+            await stream._auto_tune_and_send_window_update(bytes_read=size)  # ... is read
+            # The sender may always send at least half a window more: it never stalls.
+            assert stream.recv_window >= yamux.DEFAULT_WINDOW_SIZE // 2 - size
+        return sent
+
+    assert len(await window_updates(200, 1000)) >= 100  # py-libp2p's policy
+    assert p2p_hardening.tune_yamux() and p2p_hardening.tune_yamux()
+    sent = await window_updates(200, 1000)
+    # 200 KB read: the first update grows the window (auto-tuning), then one a half window.
+    assert 1 <= len(sent) <= 3, sent
