@@ -80,6 +80,13 @@ class NodeCore:
                 raise Rejection(TxCode.SHUTTING_DOWN, "node is shutting down; submit elsewhere")
             tx = parse(raw, self.checker.rules.max_tx_bytes)
             tx_id = tx.tx_id
+            # A copy of what is pending here (gossip brings each transaction from more
+            # than one peer, forwarding once more) is refused before the checks and the
+            # ledger lookup; _enqueue looks again under the lock.
+            if tx_id in self.mempool:
+                raise Rejection(TxCode.DUPLICATE_TXID, "transaction is already pending")
+            if tx_id in self._inflight:
+                raise Rejection(TxCode.DUPLICATE_TXID, "transaction is already being ordered")
             location = self.ledger.tx_location(tx.tx_id)
             if location is not None:
                 raise Rejection(
@@ -90,7 +97,8 @@ class NodeCore:
             identity = self.checker.check(tx, now_ms)
             return self._enqueue(tx, identity.institution, now_ms, wait, local)
         except Rejection as rej:
-            log.debug("tx_rejected", code=rej.code.name, reason=rej.message)
+            if rej.code is not TxCode.DUPLICATE_TXID:  # copies are routine: not logged
+                log.debug("tx_rejected", code=rej.code.name, reason=rej.message)
             return TxOutcome(tx_id, TxStatus.INVALID, rej.code, rej.message), None
 
     def _enqueue(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from node.genesis import Genesis
 from node.genesis import load as load_genesis
 from node.gossip import BLOCKS as GOSSIP_BLOCKS
 from node.gossip import TXS as GOSSIP_TXS
-from node.gossip import Gossip
+from node.gossip import Gossip, LatestOnly
 from node.ledger.kvstore import LevelDBKV
 from node.ledger.ledger import BlockWrite, Ledger, LedgerError
 from node.libp2p_network import Libp2pNetwork, Peer
@@ -61,6 +62,10 @@ GOSSIP_BATCH = 100
 # Ids of transactions this node gossiped, to send each once: newer than any still
 # pending unless more than this many are admitted within a transaction TTL.
 GOSSIP_SENT_MEMORY = 20_000
+# Block announcements by gossip are hints for observers (consenters send each certified
+# block's announcement to observers directly as well): at most one, the newest, per
+# interval, instead of one per block from every consenter.
+ANNOUNCE_GOSSIP_INTERVAL_S = 0.25
 
 
 class StartupError(Exception):
@@ -368,9 +373,9 @@ class Node:
                 gossip = self.gossip
                 if config.p2p.gossip_txs:
                     nursery.start_soon(self._gossip_txs)
-                self.replication.announce_with(
-                    lambda payload: nursery.start_soon(gossip.publish, GOSSIP_BLOCKS, payload)
-                )
+                announcer = LatestOnly(ANNOUNCE_GOSSIP_INTERVAL_S)
+                nursery.start_soon(announcer.run, partial(gossip.publish, GOSSIP_BLOCKS))
+                self.replication.announce_with(announcer.offer)
             task_status.started(port)
             await self._stop.wait()
             self.notifier.stopping()

@@ -115,6 +115,37 @@ class Gossip:
         return True
 
 
+class LatestOnly:
+    """Sends only the newest of what is offered, at most once per `interval_s`: for
+    announcements where a newer one makes the older ones worthless (block heights).
+    `offer` is called on the trio thread and never blocks; what was offered last is
+    always sent eventually."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.sent = 0
+        self.replaced = 0
+        self._latest: bytes | None = None
+        self._wake = trio.Event()
+
+    def offer(self, payload: bytes) -> None:
+        if self._latest is not None:
+            self.replaced += 1
+        self._latest = payload
+        self._wake.set()
+
+    async def run(self, send: Callable[[bytes], Awaitable[object]]) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            payload, self._latest = self._latest, None
+            if payload is None:
+                continue
+            self.sent += 1
+            await send(payload)
+            await trio.sleep(self.interval_s)
+
+
 def _peer_of(msg: Any) -> str:
     from libp2p.peer.id import ID
 

@@ -149,9 +149,20 @@ async def frames(stream: Any, reader: FrameReader) -> AsyncIterator[bytes]:
 
 async def read_frame(stream: Any) -> bytes | None:
     """The one frame a request's answer is, or None when the stream ends first."""
-    async for payload in frames(stream, FrameReader()):
+    return await _next_frame(stream, FrameReader())
+
+
+async def _next_frame(stream: Any, reader: FrameReader) -> bytes | None:
+    """The next frame of a stream read with `reader` (which keeps what follows it), or
+    None when the stream ends first."""
+    async for payload in frames(stream, reader):
         return payload
     return None
+
+
+async def _discard(stream: Any) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(Exception):
+        await stream.reset()
 
 
 class Libp2pNetwork:
@@ -182,6 +193,10 @@ class Libp2pNetwork:
         self.refused_peers = 0
         self.malformed = 0
         self._queues: dict[tuple[str, str], _Outbox] = {}
+        # request(): an open stream and its reader per (peer, protocol), and a lock so
+        # that one request at a time uses it.
+        self._request_streams: dict[tuple[str, str], tuple[Any, FrameReader]] = {}
+        self._request_locks: dict[tuple[str, str], trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
         # Test hook (testing.p2p_capture): sees every payload this node sends, before
         # Noise encrypts it, as (peer, protocol, payload).
@@ -226,28 +241,52 @@ class Libp2pNetwork:
         return outbox.put(payload)
 
     async def request(self, peer: str, protocol: str, payload: bytes, timeout_s: float) -> bytes:
+        """One request, one answer, on a stream kept open per (peer, protocol) and used by
+        one request at a time: opening a stream costs a multistream-select negotiation
+        and its close a FIN each way, several frames and task switches per request on
+        both sides, many times the request itself (forwarding runs every 50 ms). A
+        stream that fails or times out is reset and dropped, never reused: a late answer
+        must not be read as the next request's."""
         info = self.peers_by_name.get(peer)
         if info is None:
             raise NetworkError(f"{peer} is not a consortium node")
         if self.tap is not None:
             self.tap(peer, protocol, payload)
+        key = (peer, protocol)
+        lock = self._request_locks.setdefault(key, trio.Lock())
         with trio.move_on_after(timeout_s):
-            try:
-                stream = await self._open(info, protocol)
+            async with lock:
+                held = self._request_streams.pop(key, None)
+                if held is not None:
+                    # A kept stream may have died with its peer's restart: one fresh try
+                    # (every request of ours is idempotent: forwards, block sync).
+                    with contextlib.suppress(NetworkError):
+                        return await self._exchange(key, held, payload)
                 try:
-                    await stream.write(frame(payload))
-                    reply = await read_frame(stream)
-                finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(1):
-                        await stream.close()
-            except (FrameError, NetworkError):
-                raise
-            except Exception as exc:
-                raise NetworkError(f"{protocol} to {peer} failed: {exc}") from exc
-            if reply is None:
-                raise NetworkError(f"{peer} closed {protocol} without answering")
-            return reply
+                    opened = (await self._open(info, protocol), FrameReader())
+                except Exception as exc:
+                    raise NetworkError(f"{protocol} to {peer} failed: {exc}") from exc
+                return await self._exchange(key, opened, payload)
         raise NetworkError(f"{peer} did not answer {protocol} within {timeout_s} s")
+
+    async def _exchange(
+        self, key: tuple[str, str], held: tuple[Any, FrameReader], payload: bytes
+    ) -> bytes:
+        stream, reader = held
+        peer, protocol = key
+        try:
+            await stream.write(frame(payload))
+            reply = await _next_frame(stream, reader)
+        except BaseException as exc:
+            await _discard(stream)
+            if isinstance(exc, FrameError | NetworkError) or not isinstance(exc, Exception):
+                raise
+            raise NetworkError(f"{protocol} to {peer} failed: {exc}") from exc
+        if reply is None:
+            await _discard(stream)
+            raise NetworkError(f"{peer} closed {protocol} without answering")
+        self._request_streams[key] = held
+        return reply
 
     def peers(self) -> list[str]:
         connected = self.host.get_network().connections

@@ -12,8 +12,8 @@ What goes in a round (every `interval_s`):
 - due: among the oldest pending transactions, those sent to another leader than the
   current one, those whose last send is `resend_ms` old (the wait doubles with each
   re-send, up to MAX_BACKOFF times `resend_ms`), and those that reached this node by
-  gossip and are still pending `resend_ms` after it received them (their origin
-  forwards them; this node is the fallback if the origin stops).
+  gossip and are still pending GOSSIP_FALLBACK times `resend_ms` after it received them
+  (their origin forwards them; this node is the fallback if the origin stops).
 Forwarding every gossiped transaction at once would send the leader each transaction
 once per node, each costing it a parse and a check; re-sending a whole backlog every
 `resend_ms` when commits lag (overload) would add that cost again when it hurts most.
@@ -47,6 +47,11 @@ FRESH_SCAN_MAX = 4096
 # Re-sends of a transaction the leader already has wait resend_ms, then twice that, ...
 # up to this many times resend_ms.
 MAX_BACKOFF = 8
+# A transaction that came by gossip is forwarded by this node only if it is still
+# pending this many times resend_ms after it arrived: its origin forwards it, and under
+# load (commits later than resend_ms) every node re-forwarding what it was gossiped gave
+# the leader each transaction once more per node.
+GOSSIP_FALLBACK = 2
 
 
 class Forwarder:
@@ -56,7 +61,7 @@ class Forwarder:
         network: PeerNetwork,
         leader: Callable[[], str],
         interval_s: float = 0.05,
-        resend_ms: int = 1000,
+        resend_ms: int = 2000,
     ) -> None:
         self.core = core
         self.network = network
@@ -129,7 +134,8 @@ class Forwarder:
                 continue
             record = sent.get(tx.tx_id)
             if record is None:
-                due, wait = (0 if tx.local else tx.received_ms + first_wait), first_wait
+                fallback = tx.received_ms + GOSSIP_FALLBACK * first_wait
+                due, wait = (0 if tx.local else fallback), first_wait
             else:
                 due, wait, to = record
                 if to != leader:

@@ -116,3 +116,42 @@ async def test_malformed_frames_are_dropped_and_counted_while_others_flow() -> N
             assert c.send("a", PROTO, b"ok%d" % i)
         await wait_until(lambda: len([g for g in got if g[0] == "c"]) == 50)
         assert all(peer == "c" for peer, _ in got)
+
+
+async def test_requests_share_one_stream_and_a_dead_or_late_one_is_replaced() -> None:
+    peers, keys = make_peers(["a", "b"])
+    a = Libp2pNetwork("a", keys["a"], listen_of(peers["a"]), peers)
+    b = Libp2pNetwork("b", keys["b"], listen_of(peers["b"]), peers)
+    slow = trio.Event()
+
+    async def echo(peer: str, payload: bytes) -> bytes | None:
+        if payload == b"slow":
+            await slow.wait()
+        return b"echo:" + payload
+
+    b.handle("/medledger/echo/1", echo)
+    opened: list[str] = []
+    open_stream = a._open
+
+    async def counting_open(peer: Peer, protocol: str) -> object:
+        opened.append(protocol)
+        return await open_stream(peer, protocol)
+
+    a._open = counting_open  # type: ignore[method-assign]
+    async with running(a, b):
+        await wait_until(lambda: a.peers() == ["b"])
+        for i in range(50):
+            assert await a.request("b", "/medledger/echo/1", b"%d" % i, 5) == b"echo:%d" % i
+        assert len(opened) == 1  # one stream for all fifty
+        # The kept stream dies (as with the peer's restart): the next request opens anew.
+        stream, _ = a._request_streams[("b", "/medledger/echo/1")]
+        await stream.reset()
+        assert await a.request("b", "/medledger/echo/1", b"after", 5) == b"echo:after"
+        assert len(opened) == 2
+        # A request that times out leaves its stream behind: the late answer is never
+        # read as the next request's.
+        with pytest.raises(NetworkError, match="did not answer"):
+            await a.request("b", "/medledger/echo/1", b"slow", 0.5)
+        slow.set()
+        assert await a.request("b", "/medledger/echo/1", b"next", 5) == b"echo:next"
+        assert len(opened) == 3
