@@ -19,7 +19,7 @@ BUILTIN_CONTRACTS = ("kv", "consortium", "records", "consent", "referral", "audi
 HEADER_VERSION = 1
 
 DEFAULT_PARAMS = ledger_pb2.ConsensusParams(
-    batch_timeout_ms=50,
+    batch_timeout_ms=100,
     max_block_txs=2000,
     max_block_bytes=8 * 1024 * 1024,
     max_tx_bytes=256 * 1024,
