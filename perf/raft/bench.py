@@ -52,6 +52,8 @@ SYSTEMS = (
     "medledger-thread",
     "medledger-gc",
     "medledger-early",
+    "medledger-bigbuf",
+    "medledger-lazy-bigbuf",
     "pysyncobj",
     "pysyncobj-tuned",
 )
@@ -104,6 +106,8 @@ def member_commands(
         "medledger-thread": ["--save-in-thread", "--async-save", "off"],
         "medledger-gc": ["--gc-threshold", "100000"],
         "medledger-early": ["--apply-early"],
+        "medledger-bigbuf": ["--write-buffer-mb", "64"],
+        "medledger-lazy-bigbuf": ["--lazy-commit", "--write-buffer-mb", "64"],
     }
     for i, node_id in enumerate(ids):
         commands.append(
@@ -277,6 +281,8 @@ def main() -> int:
             "medledger-lazy": "as medledger, RaftConfig(broadcast_commit=False)",
             "medledger-writer": "as medledger, leader saves in one writer thread (pipelined)",
             "medledger-lazy-writer": "medledger-lazy and medledger-writer together",
+            "medledger-bigbuf": "as medledger, LevelDB write_buffer_size 64 MiB (default 4)",
+            "medledger-lazy-bigbuf": "medledger-lazy and medledger-bigbuf together",
             "pysyncobj": "0.3.17, SyncObjConf() defaults, in-memory log, no fsync",
             "pysyncobj-tuned": f"as pysyncobj, with {', '.join(PYSYNCOBJ_TUNED)}",
         },
