@@ -7,7 +7,10 @@ consortium with the real sandbox.
     python perf/pipeline_bench.py [--txs 6000] [--block 50] [--rounds 3] [--profile F]
 
 Prints JSON: µs of CPU (process time, this process only) per transaction for each stage,
-the median of `--rounds`, and the sandbox process's CPU per transaction. `--profile F`
+the median of `--rounds`, and the sandbox process's CPU per transaction, against the
+baseline of the same run: one bare signature verification of the same transactions
+(the floor every node pays per transaction, issue 9). `--save` writes
+perf/results/pipeline.json with the machine and the command. `--profile F`
 writes a cProfile of the last round's stages to F (read it with `python -m pstats F`).
 The suite (`perf/suite`) measures the whole consortium; this isolates what a node does
 per transaction from what the network and gRPC add.
@@ -18,6 +21,8 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import os
+import platform
 import statistics
 import sys
 import tempfile
@@ -34,6 +39,7 @@ def main() -> int:
     parser.add_argument("--block", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", default="")
+    parser.add_argument("--save", action="store_true")
     args = parser.parse_args()
 
     from node.execution.sandbox import Zygote
@@ -41,9 +47,15 @@ def main() -> int:
     zygote = Zygote.start()  # before any thread, as `medledger node start` does
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(run(Path(tmp), zygote, args), indent=2))
+            result = run(Path(tmp), zygote, args)
     finally:
         zygote.close()
+    result["machine"] = {"cores": os.cpu_count(), "python": platform.python_version()}
+    result["command"] = "python perf/pipeline_bench.py " + " ".join(sys.argv[1:])
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.save:
+        (ROOT / "perf" / "results" / "pipeline.json").write_text(text + "\n")
     return 0
 
 
@@ -66,6 +78,7 @@ def run(tmp: Path, zygote: object, args: argparse.Namespace) -> dict[str, object
     core, genesis = services.core, services.genesis
     doctor = Identity.load(root / "identities" / "hosp1-doctor1")
     profiler = cProfile.Profile() if args.profile else None
+    verify_us: list[float] = []
     admit_us: list[float] = []
     execute_us: list[float] = []
     sandbox_us: list[float] = []
@@ -87,6 +100,7 @@ def run(tmp: Path, zygote: object, args: argparse.Namespace) -> dict[str, object
                 for i in range(args.txs)
             ]
             last = r == args.rounds - 1
+            verify_us.append(_verify_floor(txs))
             if profiler is not None and last:
                 profiler.enable()
             t0 = time.process_time()
@@ -123,11 +137,35 @@ def run(tmp: Path, zygote: object, args: argparse.Namespace) -> dict[str, object
         "txs_per_round": args.txs,
         "block_txs": args.block,
         "rounds": args.rounds,
+        "verify_us_per_tx": round(statistics.median(verify_us), 1),
         "admit_us_per_tx": round(statistics.median(admit_us), 1),
         "execute_us_per_tx": round(statistics.median(execute_us), 1),
         "sandbox_process_us_per_tx": round(statistics.median(sandbox_us), 1),
-        "per_round": {"admit": admit_us, "execute": execute_us, "sandbox": sandbox_us},
+        "admit_over_verify": round(statistics.median(admit_us) / statistics.median(verify_us), 2),
+        "per_round": {
+            "verify": verify_us,
+            "admit": admit_us,
+            "execute": execute_us,
+            "sandbox": sandbox_us,
+        },
     }
+
+
+def _verify_floor(txs: list[bytes]) -> float:
+    """CPU µs per transaction of verifying each signature once, nothing else."""
+    from cryptography import x509
+    from medledger.v1 import ledger_pb2
+
+    from node.crypto import keys
+
+    signed = [ledger_pb2.SignedTx.FromString(raw) for raw in txs]
+    bodies = [ledger_pb2.TxBody.FromString(tx.body) for tx in signed]
+    public = x509.load_der_x509_certificate(bodies[0].creator.certificate).public_key()
+    t0 = time.process_time()
+    for tx in signed:
+        if not keys.verify(public, tx.signature, tx.body):  # type: ignore[arg-type]
+            raise RuntimeError("a benchmark transaction does not verify")
+    return (time.process_time() - t0) / len(txs) * 1e6
 
 
 if __name__ == "__main__":
