@@ -1,7 +1,7 @@
 """Top costs in a py-spy `--format raw` profile (collapsed stacks: one line per distinct
 stack, frames separated by ';', then the sample count).
 
-    python -m perf.suite.profile perf/results/profile-kv-stream.txt [--top 25]
+    python -m perf.suite.profile /tmp/prof/profile-kv-stream-hosp1.txt [--top 25]
 
 Prints, per function, the share of samples where it is on the stack (inclusive) and
 where it is the innermost frame (self), and the share per process (daemon or
