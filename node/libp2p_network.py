@@ -147,11 +147,6 @@ async def frames(stream: Any, reader: FrameReader) -> AsyncIterator[bytes]:
             yield payload
 
 
-async def read_frame(stream: Any) -> bytes | None:
-    """The one frame a request's answer is, or None when the stream ends first."""
-    return await _next_frame(stream, FrameReader())
-
-
 async def _next_frame(stream: Any, reader: FrameReader) -> bytes | None:
     """The next frame of a stream read with `reader` (which keeps what follows it), or
     None when the stream ends first."""
@@ -277,11 +272,15 @@ class Libp2pNetwork:
         try:
             await stream.write(frame(payload))
             reply = await _next_frame(stream, reader)
-        except BaseException as exc:
+        except (FrameError, NetworkError):
             await _discard(stream)
-            if isinstance(exc, FrameError | NetworkError) or not isinstance(exc, Exception):
-                raise
+            raise
+        except Exception as exc:
+            await _discard(stream)
             raise NetworkError(f"{protocol} to {peer} failed: {exc}") from exc
+        except BaseException:  # cancelled (the caller's timeout): never reuse it
+            await _discard(stream)
+            raise
         if reply is None:
             await _discard(stream)
             raise NetworkError(f"{peer} closed {protocol} without answering")
@@ -366,12 +365,7 @@ class Libp2pNetwork:
                     log.debug("send_failed", peer=peer, protocol=protocol, reason=str(exc))
                     if stream is not None:
                         # It may hold part of a frame: the receiver must drop it.
-                        with (
-                            trio.CancelScope(shield=True),
-                            trio.move_on_after(1),
-                            contextlib.suppress(Exception),
-                        ):
-                            await stream.reset()
+                        await _discard(stream)
                     stream = None  # reopen once, then drop: the caller's protocol retries
 
     def _admitted(self, stream: Any) -> str | None:

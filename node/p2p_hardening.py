@@ -45,6 +45,16 @@ RECORD_REUSE_S = 60.0
 PATCHED_VERSION = "0.8.1"
 
 
+def _pinned_version() -> bool:
+    """Whether the installed py-libp2p is the one these patches were made for (a warning
+    when it is not: the node then runs without them)."""
+    version = metadata.version("libp2p")
+    if version != PATCHED_VERSION:
+        log.warning("libp2p_unpatched", version=version, expected=PATCHED_VERSION)
+        return False
+    return True
+
+
 def harden_yamux() -> bool:
     """Replace Yamux._write_frame with the guarded version (once per process). False,
     with a warning, if the installed py-libp2p is not the version this was made for."""
@@ -53,9 +63,7 @@ def harden_yamux() -> bool:
 
     if getattr(Yamux._write_frame, "_medledger_guard", False):
         return True
-    version = metadata.version("libp2p")
-    if version != PATCHED_VERSION:
-        log.warning("libp2p_unpatched", version=version, expected=PATCHED_VERSION)
+    if not _pinned_version():
         return False
 
     async def _write_frame(self: Any, data: bytes) -> None:
@@ -83,9 +91,7 @@ def tune_yamux() -> bool:
     py-libp2p is not the version this was made for."""
     from libp2p.stream_muxer.yamux import yamux
 
-    version = metadata.version("libp2p")
-    if version != PATCHED_VERSION:
-        log.warning("libp2p_unpatched", version=version, expected=PATCHED_VERSION)
+    if not _pinned_version():
         return False
     if getattr(yamux, "_medledger_tuned", False):
         return True
@@ -137,9 +143,7 @@ def cache_peer_records() -> bool:
     modules: tuple[Any, ...] = (pubsub, gossipsub, floodsub)
     if getattr(modules[0].env_to_send_in_RPC, "_medledger_cache", False):
         return True
-    version = metadata.version("libp2p")
-    if version != PATCHED_VERSION:
-        log.warning("libp2p_unpatched", version=version, expected=PATCHED_VERSION)
+    if not _pinned_version():
         return False
     env_to_send_in_RPC, maybe_consume_signed_record = record_caches(
         modules[0].env_to_send_in_RPC, modules[0].maybe_consume_signed_record
