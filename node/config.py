@@ -67,6 +67,12 @@ class MempoolSection:
 
 
 @dataclass(frozen=True)
+class StorageSection:
+    # Size of each Raft write-ahead log segment, zero-filled ahead of use (data_dir/raft).
+    raft_segment_mb: int = 64
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = "info"
     format: str = "auto"  # json | console | auto (console on a TTY)
@@ -94,6 +100,7 @@ class NodeConfig:
     api: ApiSection
     p2p: P2PSection
     mempool: MempoolSection
+    storage: StorageSection
     log: LogSection
     metrics: MetricsSection
     testing: TestingSection
@@ -109,6 +116,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "api": ApiSection,
     "p2p": P2PSection,
     "mempool": MempoolSection,
+    "storage": StorageSection,
     "log": LogSection,
     "metrics": MetricsSection,
     "testing": TestingSection,
@@ -197,6 +205,8 @@ def parse(path: Path, data: Mapping[str, Any], env: Mapping[str, str]) -> NodeCo
         problems.append("node.name is required")
     if built["api"].tls is True and not (built["api"].tls_certificate and built["api"].tls_key):
         problems.append("api.tls = true needs api.tls_certificate and api.tls_key")
+    if not 1 <= built["storage"].raft_segment_mb <= 1024:
+        problems.append("storage.raft_segment_mb must be between 1 and 1024")
     if problems:
         raise ConfigError(problems)
     return NodeConfig(path=path.resolve(), **built)

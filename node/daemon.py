@@ -192,6 +192,7 @@ class Node:
             self.metrics,
             lambda: keys.load_private(config.resolve(config.node.key)),
             self.halt,
+            config.storage.raft_segment_mb * 1024 * 1024,
         )
         self.core.commit_listeners.append(self._observe_commit)
         data_dir = config.resolve(config.node.data_dir)

@@ -6,14 +6,13 @@ Keys, under whatever prefix the caller's (prefixed) DB has:
     b"e" + index u64 (BE) -> entry: term u64 | kind u8 | data
 
 Every `save` and `compact` is one `write_batch(transaction=True, sync=...)`, so a crash
-leaves either all of a Ready or none of it. The entries above the snapshot are also
-kept in memory, so the core's frequent term and entry reads never touch the disk; but
-only the newest `resident_bytes` of entry payloads stay there. Older committed entries
-(a whole transaction batch each) keep their term and kind in memory and their payload
-only on disk: compaction bounds the log by a count of entries, and under load a few
-thousand batches are hundreds of megabytes. Reading them back serves a lagging follower.
-Ownership and errors are as documented in storage.py; a value that cannot be decoded
-raises StorageCorrupted.
+leaves either all of a Ready or none of it. The log is also kept in memory, with only the
+newest payloads resident (resident.py). Ownership and errors are as documented in
+storage.py; a value that cannot be decoded raises StorageCorrupted.
+
+Nodes now keep their Raft log in a write-ahead log (wal_storage.py); this storage stays
+to read (and migrate) the log of a node that ran an older version, and as the
+comparison in perf/raft.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from node.consensus.entry import EMPTY_SNAPSHOT, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
-from node.consensus.errors import CompactedError, StorageCorrupted, UnavailableError
+from node.consensus.errors import StorageCorrupted, UnavailableError
 from node.consensus.membership import Membership, decode_membership, encode_membership
-from node.consensus.storage import MemoryStorage
+from node.consensus.resident import RESIDENT_BYTES, ResidentStorage
 
 _HS = b"hs"
 _SNAP = b"snap"
@@ -33,10 +32,6 @@ _ENTRY = b"e"
 _U64 = struct.Struct(">Q")
 _ENTRY_HEAD = struct.Struct(">QB")
 _SNAP_HEAD = struct.Struct(">QQI")
-
-# Payload bytes of the newest entries kept in memory (at about 1 MB of transactions a
-# second under load, the last quarter minute or so).
-RESIDENT_BYTES = 16 * 1024 * 1024
 
 
 def _entry_key(index: int) -> bytes:
@@ -83,20 +78,17 @@ def _decode_entry(index: int, raw: bytes) -> Entry:
         raise StorageCorrupted(f"entry {index} cannot be decoded: {exc}") from exc
 
 
-class LevelDBStorage(MemoryStorage):
+class LevelDBStorage(ResidentStorage):
     """`db` is an open plyvel.DB or a prefixed DB (e.g. `db.prefixed_db(b"raft/")`);
-    the caller owns it and closes it. Reads are served by the in-memory copy that
-    MemoryStorage keeps; writes go to LevelDB first, then to the copy."""
+    the caller owns it and closes it. Reads are served by the in-memory copy;
+    writes go to LevelDB first, then to the copy."""
 
     def __init__(self, db: Any, resident_bytes: int = RESIDENT_BYTES) -> None:
         self._db = db
-        self._resident_limit = resident_bytes
-        # Entries with index >= _resident_from hold their payload in memory; below it,
-        # `_entries` holds stubs (term, index, kind, no data) and the payload is on disk.
-        self._resident_from = 0
-        self._resident_size = 0
         raw_snap = db.get(_SNAP)
-        super().__init__(_decode_snapshot(raw_snap) if raw_snap is not None else EMPTY_SNAPSHOT)
+        super().__init__(
+            _decode_snapshot(raw_snap) if raw_snap is not None else EMPTY_SNAPSHOT, resident_bytes
+        )
         raw_hs = db.get(_HS)
         if raw_hs is not None:
             self._hard_state = _decode_hard_state(raw_hs)
@@ -109,9 +101,7 @@ class LevelDBStorage(MemoryStorage):
                 raise StorageCorrupted(f"entry {expected} is missing (found {index})")
             self._entries.append(_decode_entry(index, value))
             expected += 1
-        self._resident_from = self._snapshot.meta.index + 1
-        self._resident_size = sum(len(e.data) for e in self._entries)
-        self._evict()
+        self._loaded()
 
     @staticmethod
     def initialize(
@@ -127,16 +117,20 @@ class LevelDBStorage(MemoryStorage):
     @staticmethod
     def initialize_at(db: Any, snapshot: Snapshot, hard_state: HardState) -> LevelDBStorage:
         """(Re)start the Raft state of a member joining with a ledger it already holds:
-        the log begins after `snapshot` (the entry that made the ledger's newest block),
-        so nothing the ledger holds is applied again. Any older Raft state in `db` (of a
-        node that was a member before) is replaced; the caller keeps its term and vote
-        in `hard_state`, which must not go backwards."""
+        the log begins after `snapshot`. Any older Raft state in `db` is replaced."""
         with db.write_batch(transaction=True, sync=True) as batch:
             for key, _ in db.iterator(prefix=_ENTRY):
                 batch.delete(key)
             batch.put(_SNAP, _encode_snapshot(snapshot))
             batch.put(_HS, _encode_hard_state(hard_state))
         return LevelDBStorage(db)
+
+    @staticmethod
+    def clear(db: Any) -> None:
+        """Delete every key of the Raft state in `db` (after a migration)."""
+        with db.write_batch(transaction=True, sync=True) as batch:
+            for key in db.iterator(include_value=False):
+                batch.delete(key)
 
     def save(
         self,
@@ -169,59 +163,11 @@ class LevelDBStorage(MemoryStorage):
                     batch.delete(_entry_key(i))  # an overwritten, longer suffix
             if hard_state is not None:
                 batch.put(_HS, _encode_hard_state(hard_state))
-        if new_snapshot:
-            assert snapshot is not None
-            super().save(None, (), snapshot, sync)
-            self._resident_from = snapshot.meta.index + 1
-            self._resident_size = 0
-        if entries:
-            # Entries from entries[0] on are replaced (usually none: an append).
-            first = max(entries[0].index, self._resident_from)
-            offset = self._snapshot.meta.index + 1
-            for e in self._entries[first - offset :]:
-                self._resident_size -= len(e.data)
-            if entries[0].index < self._resident_from:
-                self._resident_from = entries[0].index  # replaced stubs: all in memory again
-            self._resident_size += sum(len(e.data) for e in entries)
-        super().save(hard_state, entries, None, sync)
-        self._evict()
+        self._remember(hard_state, entries, snapshot, new_snapshot)
 
-    def _evict(self) -> None:
-        """Swap the oldest committed entries' payloads for stubs until the payloads in
-        memory fit in `resident_bytes` (the newest entry always stays)."""
-        if self._resident_size <= self._resident_limit:
-            return
-        offset = self._snapshot.meta.index + 1
-        last_evictable = min(self._hard_state.commit, self.last_index() - 1)
-        entries = self._entries
-        index = self._resident_from
-        while self._resident_size > self._resident_limit and index <= last_evictable:
-            e = entries[index - offset]
-            # The mark moves first: a reader in another thread that sees this stub also
-            # sees the mark past it, and reads the payload from disk (see `entries`).
-            self._resident_from = index + 1
-            if e.data:
-                entries[index - offset] = Entry(e.term, e.index, e.kind)
-                self._resident_size -= len(e.data)
-            index += 1
-
-    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        out = super().entries(lo, hi)
-        resident_from = self._resident_from  # read after the copy (see `_evict`)
-        if not out or (out[0].index >= resident_from and max_bytes is None):
-            return out
-        size = 0
-        for n, e in enumerate(out):
-            if e.index < resident_from:
-                raw = self._db.get(_entry_key(e.index))
-                if raw is None:  # compacted meanwhile (compaction runs in a worker thread)
-                    raise CompactedError(f"index {e.index} is compacted")
-                out[n] = e = _decode_entry(e.index, raw)
-            if max_bytes is not None and len(out) > 1:
-                size += len(e.data) + 24
-                if size > max_bytes and n > 0:
-                    return out[:n]
-        return out
+    def _load(self, index: int) -> Entry | None:
+        raw = self._db.get(_entry_key(index))
+        return None if raw is None else _decode_entry(index, raw)
 
     def compact(self, snapshot: Snapshot) -> None:
         first = self._snapshot.meta.index + 1
@@ -229,14 +175,9 @@ class LevelDBStorage(MemoryStorage):
             return
         # Not synced: a write batch is atomic in LevelDB's log, so a crash keeps either
         # the new snapshot without the entries it covers or the old snapshot with them,
-        # both a valid log; the next synced save makes it durable anyway. (A synced
-        # compaction cost an extra fsync every COMPACT_EVERY entries on the Raft loop.)
+        # both a valid log; the next synced save makes it durable anyway.
         with self._db.write_batch(transaction=True, sync=False) as batch:
             batch.put(_SNAP, _encode_snapshot(snapshot))
             for i in range(first, snapshot.meta.index + 1):
                 batch.delete(_entry_key(i))
-        resident_from = self._resident_from
-        dropped = self._entries[max(0, resident_from - first) : snapshot.meta.index + 1 - first]
-        super().compact(snapshot)
-        self._resident_size -= sum(len(e.data) for e in dropped)
-        self._resident_from = max(resident_from, snapshot.meta.index + 1)
+        self._forget_compacted(snapshot)

@@ -39,8 +39,8 @@ from node.consensus import (
     Ready,
     Role,
 )
-from node.consensus.leveldb_storage import LevelDBStorage
 from node.consensus.membership import decode_membership
+from node.consensus.resident import ResidentStorage
 from node.core import NodeCore
 from node.mempool.mempool import PendingTx
 from node.ops.metrics import Metrics
@@ -76,7 +76,7 @@ class RaftOrderer:
         cutter: BlockCutter,
         metrics: Metrics,
         raft: RawNode,
-        storage: LevelDBStorage,
+        storage: ResidentStorage,
         tick_s: float,
         send: Callable[[Sequence[Message]], None] = lambda messages: None,
         max_inflight_batches: int = 4,

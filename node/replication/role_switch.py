@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
+from node.consensus.wal_storage import SEGMENT_BYTES
 from node.core import NodeCore
 from node.crypto import keys
 from node.genesis import Genesis
@@ -52,8 +53,10 @@ class RoleSwitch:
         metrics: Metrics,
         node_key: Callable[[], keys.PrivateKey],
         on_diverged: Callable[[Diverged], None],
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
         self.core = core
+        self.segment_bytes = segment_bytes
         self.genesis = genesis
         self.store = store
         self.network = network
@@ -83,6 +86,7 @@ class RoleSwitch:
                 self.on_diverged,
                 os.urandom(16),
                 self.history,
+                self.segment_bytes,
             )
         return Observer(self.core, self.genesis, self.network, self.history, self.named)
 
@@ -130,6 +134,14 @@ class RoleSwitch:
         return not role.in_raft() or role.leaderless_s >= LEADERLESS_SYNC_S
 
     async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._run(task_status)
+        finally:
+            # Every task of the role has ended here: the Raft log is closed in one piece.
+            if isinstance(self.current, Consenter):
+                self.current.storage.close()
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             first = True
             while True:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
 
 from node.consensus import HardState, Membership, RaftConfig, RawNode, Snapshot, SnapshotMeta
 from node.consensus.leveldb_storage import LevelDBStorage
+from node.consensus.wal_storage import SEGMENT_BYTES, WalStorage
 from node.core import NodeCore
 from node.crypto import keys
 from node.execution.consenter_gov import genesis_consenters
@@ -61,27 +63,42 @@ def open_raft(
     name: str,
     consenters: frozenset[str],
     seed: bytes,
-) -> tuple[RawNode, LevelDBStorage]:
-    """The node's Raft member, on the ledger's own LevelDB under `raft/`.
+    segment_bytes: int = SEGMENT_BYTES,
+) -> tuple[RawNode, WalStorage]:
+    """The node's Raft member, with its log in `raft/` beside the ledger's LevelDB.
 
     A founding consenter with an empty ledger starts from the genesis membership. A node
     that becomes a consenter later (or again) holds the ledger up to some block already:
     its log starts after that block's Raft entry, so nothing is applied twice and the
-    leader sends only what follows."""
-    db = store.prefixed(b"raft/")
+    leader sends only what follows. A node that kept its log in the ledger's LevelDB
+    (under `raft/`, before version 0.5) has it moved into the write-ahead log once."""
+    directory = store.path.parent / "raft"
+    old = store.prefixed(b"raft/")
     tip_index, tip_term = _tip_raft_position(ledger)
-    if store.is_empty(b"raft/"):
+    if WalStorage.exists(directory):
+        storage = WalStorage(directory, segment_bytes=segment_bytes)
+        if not store.is_empty(b"raft/"):
+            LevelDBStorage.clear(old)  # a migration that stopped before this step
+    elif not store.is_empty(b"raft/"):
+        storage = WalStorage.migrate(directory, LevelDBStorage(old), segment_bytes)
+        LevelDBStorage.clear(old)
+        log.info("raft_log_migrated", node=name, last_index=storage.last_index())
+    else:
         founding = ledger.tip.height == 0 and ledger.raft_applied() == 0
         if founding and name in genesis_consenters(genesis.config):
-            storage = LevelDBStorage.initialize(
-                db, Membership.of(genesis_consenters(genesis.config))
+            storage = WalStorage.initialize(
+                directory,
+                Membership.of(genesis_consenters(genesis.config)),
+                segment_bytes=segment_bytes,
             )
         else:
-            storage = _join(db, name, consenters, tip_index, tip_term, HardState())
-    else:
-        storage = LevelDBStorage(db)
-        if storage.last_index() < tip_index:
-            storage = _join(db, name, consenters, tip_index, tip_term, storage.initial_state())
+            storage = _join(
+                directory, name, consenters, tip_index, tip_term, HardState(), segment_bytes
+            )
+    if storage.last_index() < tip_index:
+        hard = storage.initial_state()
+        storage.close()
+        storage = _join(directory, name, consenters, tip_index, tip_term, hard, segment_bytes)
     params = genesis.config.params
     config = RaftConfig(
         id=name,
@@ -103,8 +120,14 @@ def _tip_raft_position(ledger: Ledger) -> tuple[int, int]:
 
 
 def _join(
-    db: Any, name: str, consenters: frozenset[str], index: int, term: int, old: HardState
-) -> LevelDBStorage:
+    directory: Path,
+    name: str,
+    consenters: frozenset[str],
+    index: int,
+    term: int,
+    old: HardState,
+    segment_bytes: int,
+) -> WalStorage:
     # Until the leader's configuration entries arrive this node takes itself for a
     # learner: it never campaigns on a guess. The entries that follow `index` (the
     # leader adds it as a learner after the governance block) carry the real membership.
@@ -113,7 +136,9 @@ def _join(
     new_term = max(term, old.term)
     hard = HardState(new_term, old.vote if old.term == new_term else None, index)
     log.info("raft_log_starts_at", node=name, raft_index=index, raft_term=term)
-    return LevelDBStorage.initialize_at(db, Snapshot(SnapshotMeta(index, term, guess)), hard)
+    return WalStorage.initialize_at(
+        directory, Snapshot(SnapshotMeta(index, term, guess)), hard, segment_bytes
+    )
 
 
 class Consenter:
@@ -128,13 +153,15 @@ class Consenter:
         on_diverged: Callable[[Diverged], None],
         seed: bytes,
         history: ConsenterHistory | None = None,
+        segment_bytes: int = SEGMENT_BYTES,
     ) -> None:
         params = genesis.config.params
         self.name = core.name
         self.history = history or ConsenterHistory.from_ledger(core.ledger, genesis)
         raft, storage = open_raft(
-            store, genesis, core.ledger, core.name, self.history.current(), seed
+            store, genesis, core.ledger, core.name, self.history.current(), seed, segment_bytes
         )
+        self.storage = storage
         self.orderer = RaftOrderer(
             core,
             BlockCutter(
@@ -213,7 +240,9 @@ class Consenter:
         await self.orderer.drain()
 
     def retire(self, network: PeerNetwork, core: NodeCore) -> None:
-        """After its tasks stopped: stop taking Raft frames and votes, stop voting."""
+        """After its tasks stopped: stop taking Raft frames and votes, stop voting, and
+        close the Raft log (the next consenter role opens it again)."""
+        self.storage.close()
         network.handle(RAFT, _ignore)
         network.handle(VOTE, _ignore)
         if self.voter.committed_listener in core.commit_listeners:

@@ -203,14 +203,47 @@ def test_a_new_consenter_starts_its_raft_log_at_its_newest_block(
         for _ in range(100):
             raft.tick()
         assert raft.status().role.name == "FOLLOWER"
+        storage.close()
 
         # Reopening keeps the log; a log behind the ledger (a consenter that was removed
         # and synced blocks since) starts again at the newest block, keeping its term.
         _raft2, storage2 = open_raft(store, genesis, ledger, "hosp2", consenters, b"seed")
         assert storage2.snapshot().index == 7
+        storage2.close()
         commit(executor, ledger, [make_tx()], t0, index=12)
         raft3, storage3 = open_raft(store, genesis, ledger, "hosp2", consenters, b"seed")
         assert storage3.snapshot().index == 12
         assert raft3.status().applied == 12
+        storage3.close()
+    finally:
+        store.close()
+
+
+def test_a_raft_log_kept_in_leveldb_moves_to_the_write_ahead_log(
+    tmp_path: Path, genesis: Genesis
+) -> None:
+    """A node upgraded from a version that kept its Raft log in the ledger's LevelDB."""
+    from node.consensus import Entry, HardState
+    from node.consensus.leveldb_storage import LevelDBStorage
+    from node.execution.consenter_gov import genesis_consenters
+
+    store = LevelDBKV(tmp_path / "ledger")
+    try:
+        ledger = Ledger(store, genesis)
+        founders = genesis_consenters(genesis.config)
+        name = sorted(founders)[0]
+        old = LevelDBStorage.initialize(store.prefixed(b"raft/"), Membership.of(founders))
+        logged = [Entry(3, i, data=b"batch %d" % i) for i in range(1, 41)]
+        old.save(HardState(3, name, 40), logged, None)
+        raft, storage = open_raft(store, genesis, ledger, name, frozenset(founders), b"seed")
+        assert store.is_empty(b"raft/")
+        assert (tmp_path / "raft").is_dir() and not (tmp_path / "raft.new").exists()
+        assert storage.entries(1, 41) == logged
+        assert storage.initial_state() == HardState(3, name, 40)
+        assert raft.status().term == 3
+        storage.close()
+        _, again = open_raft(store, genesis, ledger, name, frozenset(founders), b"seed")
+        assert again.entries(1, 41) == logged
+        again.close()
     finally:
         store.close()

@@ -1,0 +1,284 @@
+"""The Raft write-ahead log: behaves like the in-memory twin, survives reopening, torn
+writes and segment rotation, deletes only what compaction made unnecessary, and takes
+over the log of a node that kept it in LevelDB."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import plyvel
+import pytest
+
+from node.consensus import (
+    CompactedError,
+    Entry,
+    EntryKind,
+    HardState,
+    Membership,
+    MemoryStorage,
+    RaftConfig,
+    RawNode,
+    Snapshot,
+    SnapshotMeta,
+    StorageCorrupted,
+    UnavailableError,
+)
+from node.consensus.leveldb_storage import LevelDBStorage
+from node.consensus.wal_storage import SPARE, WalStorage
+
+from .test_storage import MEMBERS, entries, exercise
+
+SMALL = 4096  # bytes per segment: a few records each, so tests rotate often
+
+
+def same(storage: WalStorage | MemoryStorage, twin: MemoryStorage) -> None:
+    assert storage.initial_state() == twin.initial_state()
+    assert storage.snapshot() == twin.snapshot()
+    assert (storage.first_index(), storage.last_index()) == (twin.first_index(), twin.last_index())
+    lo, hi = twin.first_index(), twin.last_index() + 1
+    assert storage.entries(lo, hi) == twin.entries(lo, hi)
+
+
+def segments(path: Path) -> list[str]:
+    return sorted(p.name for p in path.glob("*.wal"))
+
+
+def test_wal_storage_matches_and_survives_reopen(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    twin = MemoryStorage.bootstrap(MEMBERS)
+    exercise(storage)
+    exercise(twin)
+    same(storage, twin)
+    storage.close()
+    again = WalStorage(wal, segment_bytes=SMALL)
+    same(again, twin)
+    again.close()
+
+
+def test_refuses_to_initialize_twice_and_reports_a_missing_log(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL).close()
+    with pytest.raises(StorageCorrupted, match="holds one"):
+        WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StorageCorrupted, match="no Raft log"):
+        WalStorage(tmp_path / "empty")
+
+
+def test_random_operations_agree_with_the_twin_across_reopens(tmp_path: Path) -> None:
+    """Appends, suffix overwrites, hard states, compactions and installed snapshots in a
+    seeded random order, on 4 KB segments; reopened every few steps."""
+    rng = random.Random(7)
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, resident_bytes=300, segment_bytes=SMALL)
+    twin = MemoryStorage.bootstrap(MEMBERS)
+    term = 1
+    most_segments = 0
+    for step in range(600):
+        last, commit = twin.last_index(), twin.initial_state().commit
+        op = rng.random()
+        if op < 0.55:  # append, sometimes overwriting an uncommitted suffix
+            first = last + 1
+            if last > commit and rng.random() < 0.3:
+                first = rng.randint(commit + 1, last)
+                term += 1
+            new = [
+                Entry(term, i, EntryKind.NORMAL, rng.randbytes(rng.randint(0, 120)))
+                for i in range(first, first + rng.randint(1, 6))
+            ]
+            args: tuple[HardState | None, list[Entry], Snapshot | None] = (None, new, None)
+        elif op < 0.8:  # the commit index moves (never past the log)
+            hs = HardState(term, rng.choice([None, "n1", "n2"]), rng.randint(commit, last))
+            args = (hs, [], None)
+        elif op < 0.97 and commit > twin.snapshot().index:  # compaction up to applied
+            index = rng.randint(twin.snapshot().index, commit)
+            snap = Snapshot(SnapshotMeta(index, twin.term(index), MEMBERS), b"s%d" % index)
+            storage.compact(snap)
+            twin.compact(snap)
+            args = (None, [], None)
+        else:  # the leader sent a snapshot beyond our log
+            index = last + rng.randint(1, 5)
+            term += 1
+            snap = Snapshot(SnapshotMeta(index, term, MEMBERS), b"")
+            args = (HardState(term, None, index), [], snap)
+        storage.save(*args, sync=rng.random() < 0.5)
+        twin.save(*args)
+        same(storage, twin)
+        most_segments = max(most_segments, len(segments(wal)))
+        if step % 37 == 36:
+            storage.close()
+            storage = WalStorage(wal, resident_bytes=300, segment_bytes=SMALL)
+            same(storage, twin)
+    storage.close()
+    assert most_segments >= 3  # it did rotate
+    assert len(segments(wal)) < most_segments + 2  # and compaction deleted segments
+
+
+def test_a_torn_last_record_is_dropped_and_the_log_continues(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=1 << 20)
+    storage.save(HardState(1, "n1", 0), entries(1, 4, 1), None)
+    end_before = storage._offset
+    storage.save(HardState(1, "n1", 2), entries(4, 6, 1), None)
+    storage.close()
+    path = wal / segments(wal)[-1]
+    with path.open("r+b") as f:  # a crash tore the last record: its tail never arrived
+        f.seek(end_before + 30)
+        f.write(b"\xff" * 4)
+    again = WalStorage(wal, segment_bytes=1 << 20)
+    assert again.last_index() == 3 and again.initial_state() == HardState(1, "n1", 0)
+    with path.open("rb") as f:  # the torn bytes were zeroed
+        f.seek(end_before)
+        assert f.read(64) == bytes(64)
+    again.save(None, entries(4, 5, 2), None)
+    again.close()
+    third = WalStorage(wal, segment_bytes=1 << 20)
+    assert third.last_index() == 4 and third.term(4) == 2
+    third.close()
+
+
+def test_damage_before_the_last_segment_is_refused(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    for i in range(1, 60):
+        storage.save(HardState(1, "n1", 0), [Entry(1, i, EntryKind.NORMAL, b"x" * 200)], None)
+    storage.close()
+    assert len(segments(wal)) >= 3
+    with (wal / segments(wal)[0]).open("r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01")
+    with pytest.raises(StorageCorrupted, match="damaged"):
+        WalStorage(wal, segment_bytes=SMALL)
+
+
+def test_old_payloads_are_read_back_from_the_segments(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, resident_bytes=100, segment_bytes=SMALL)
+    twin = MemoryStorage.bootstrap(MEMBERS)
+    big = [Entry(1, i, EntryKind.NORMAL, bytes([i]) * 40) for i in range(1, 41)]
+    for store in (twin, storage):
+        store.save(HardState(1, "n1", 0), big[:20], None)
+        store.save(HardState(1, "n1", 35), big[20:], None)
+    assert any(not e.data for e in storage._entries)  # some payloads left memory
+    for lo, hi, limit in [(1, 41, None), (3, 9, None), (1, 41, 100), (14, 18, 1)]:
+        assert storage.entries(lo, hi, limit) == twin.entries(lo, hi, limit)
+    snap = Snapshot(SnapshotMeta(30, 1, MEMBERS))
+    storage.compact(snap)
+    twin.compact(snap)
+    with pytest.raises(CompactedError):
+        storage.entries(30, 32)
+    assert storage.entries(31, 41) == twin.entries(31, 41)
+    # A reader holding a location of a deleted segment gets CompactedError, not bytes.
+    storage._resident_from = 36
+    storage._where[31] = (0, 0, 40, 1, EntryKind.NORMAL)
+    with pytest.raises(CompactedError):
+        storage.entries(31, 33)
+    storage.close()
+
+
+def test_initialize_at_replaces_an_existing_log(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    storage.save(HardState(3, "n1", 2), entries(1, 5, 3), None)
+    storage.close()
+    at = Snapshot(SnapshotMeta(40, 4, Membership.of(["n2"], ["n1"])))
+    joined = WalStorage.initialize_at(wal, at, HardState(4, None, 40), segment_bytes=SMALL)
+    assert joined.snapshot() == at and joined.last_index() == 40
+    assert len(segments(wal)) == 1
+    joined.save(None, entries(41, 43, 4), None)
+    joined.close()
+    again = WalStorage(wal, segment_bytes=SMALL)
+    assert again.snapshot() == at and again.last_index() == 42
+    assert again.initial_state() == HardState(4, None, 40)
+    again.close()
+
+
+def test_migrates_a_leveldb_log(tmp_path: Path) -> None:
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    try:
+        old = LevelDBStorage.initialize(db, MEMBERS, resident_bytes=100)
+        old.save(HardState(2, "n1", 500), entries(1, 601, 2), None)
+        old.compact(Snapshot(SnapshotMeta(100, 2, MEMBERS), b"app"))
+        wal = tmp_path / "raft"
+        new = WalStorage.migrate(wal, old, segment_bytes=SMALL)
+        same(new, _twin_of(old))
+        assert not (tmp_path / "raft.new").exists()
+        new.close()
+        same(WalStorage(wal, segment_bytes=SMALL), _twin_of(old))
+    finally:
+        db.close()
+
+
+def _twin_of(storage: LevelDBStorage) -> MemoryStorage:
+    twin = MemoryStorage(storage.snapshot())
+    twin.save(
+        storage.initial_state(),
+        storage.entries(storage.first_index(), storage.last_index() + 1),
+        None,
+    )
+    return twin
+
+
+def test_a_half_made_segment_gets_its_checkpoint(tmp_path: Path) -> None:
+    """A crash right after a new segment was put in place, before its first record."""
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    storage.save(HardState(1, "n1", 1), entries(1, 3, 1), None)
+    storage.close()
+    (wal / f"{2:016d}.wal").write_bytes(bytes(SMALL))
+    (wal / SPARE).write_bytes(b"half")
+    again = WalStorage(wal, segment_bytes=SMALL)
+    assert again.last_index() == 2 and again.initial_state() == HardState(1, "n1", 1)
+    again.save(None, entries(3, 4, 1), None)
+    again.close()
+    third = WalStorage(wal, segment_bytes=SMALL)
+    assert third.last_index() == 3
+    third.close()
+
+
+def test_single_node_group_on_the_wal_restarts_and_reapplies(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    node = RawNode(RaftConfig("n1"), storage, random.Random(1))
+    node.campaign()
+    applied: list[Entry] = []
+
+    def drain(n: RawNode, store: WalStorage) -> None:
+        while n.has_ready():
+            rd = n.ready()
+            store.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+            applied.extend(e for e in rd.committed_entries if e.kind is EntryKind.NORMAL)
+            n.advance(rd)
+
+    drain(node, storage)
+    last = 0
+    for n in range(50):
+        last = node.propose([b"tx%d" % n])
+        drain(node, storage)
+    storage.close()
+    durable_applied = applied[9].index
+    applied.clear()
+    storage2 = WalStorage(wal, segment_bytes=SMALL)
+    node2 = RawNode(RaftConfig("n1", applied=durable_applied), storage2, random.Random(2))
+    drain(node2, storage2)
+    assert [e.data for e in applied] == [b"tx%d" % n for n in range(10, 50)]
+    assert node2.status().committed == last
+    storage2.close()
+
+
+def test_refused_save_writes_nothing(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    storage.save(HardState(1, None, 0), entries(1, 3, 1), None)
+    with pytest.raises(UnavailableError):
+        storage.save(HardState(2, None, 0), entries(5, 6, 1), None)  # a gap after 2
+    with pytest.raises(UnavailableError):
+        storage.compact(Snapshot(SnapshotMeta(9, 1, MEMBERS)))
+    storage.close()
+    again = WalStorage(wal, segment_bytes=SMALL)
+    assert again.initial_state() == HardState(1, None, 0) and again.last_index() == 2
+    assert os.path.exists(wal / SPARE)  # the next segment is being prepared
+    again.close()
