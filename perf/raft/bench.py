@@ -10,14 +10,16 @@ ops/s, p50/p99/max commit latency, CPU seconds per op per member, durability) an
 --save writes perf/results/raft.json with the machine, command and time. Every process
 it starts is stopped at the end, whatever happens.
 
-Systems: medledger (durable LevelDB, synced as Raft asks; the leader sends before its
-own save, thesis §10.2.1), pysyncobj (SyncObjConf defaults: in-memory log, no fsync),
-pysyncobj-tuned (the same with the low-latency settings in PYSYNCOBJ_TUNED), and
-diagnostics medledger-sync (persist before sending everywhere, as before), medledger-lazy
-(commits ride on the next APPEND or heartbeat), medledger-writer (the leader's saves in
-one writer thread, Readys pipelined), medledger-nofsync, medledger-thread (fsync in a
-worker thread, persist first), medledger-gc (gc.freeze and a higher GC threshold) and
-medledger-early (acknowledges entries already stored before this Ready's fsync). The
+Systems: medledger (durable: the nodes' Raft write-ahead log, wal_storage.py, synced as
+Raft asks; the leader sends before its own save, thesis §10.2.1), medledger-leveldb and
+medledger-lazy-leveldb (the Raft log in LevelDB, as before 0.5), pysyncobj (SyncObjConf
+defaults: in-memory log, no fsync), pysyncobj-tuned (the same with the low-latency
+settings in PYSYNCOBJ_TUNED), and diagnostics medledger-sync (persist before sending
+everywhere, as before), medledger-lazy (commits ride on the next APPEND or heartbeat),
+medledger-writer (the leader's saves in one writer thread, Readys pipelined),
+medledger-nofsync, medledger-thread (fsync in a worker thread, persist first),
+medledger-gc (gc.freeze and a higher GC threshold), medledger-early (acknowledges entries
+already stored before this Ready's fsync) and medledger-bigbuf (LevelDB, 64 MiB buffer). The
 goal is judged against the faster PySyncObj configuration of the run.
 """
 
@@ -54,6 +56,8 @@ SYSTEMS = (
     "medledger-early",
     "medledger-bigbuf",
     "medledger-lazy-bigbuf",
+    "medledger-leveldb",
+    "medledger-lazy-leveldb",
     "pysyncobj",
     "pysyncobj-tuned",
 )
@@ -106,8 +110,16 @@ def member_commands(
         "medledger-thread": ["--save-in-thread", "--async-save", "off"],
         "medledger-gc": ["--gc-threshold", "100000"],
         "medledger-early": ["--apply-early"],
-        "medledger-bigbuf": ["--write-buffer-mb", "64"],
-        "medledger-lazy-bigbuf": ["--lazy-commit", "--write-buffer-mb", "64"],
+        "medledger-bigbuf": ["--storage", "leveldb", "--write-buffer-mb", "64"],
+        "medledger-lazy-bigbuf": [
+            "--storage",
+            "leveldb",
+            "--lazy-commit",
+            "--write-buffer-mb",
+            "64",
+        ],
+        "medledger-leveldb": ["--storage", "leveldb"],
+        "medledger-lazy-leveldb": ["--storage", "leveldb", "--lazy-commit"],
     }
     for i, node_id in enumerate(ids):
         commands.append(
@@ -273,7 +285,8 @@ def main() -> int:
             "connections": args.connections,
             "warmup_s": args.warmup,
             "seconds": args.seconds,
-            "medledger": "RawNode + LevelDBStorage (plyvel, sync=True when must_sync, saves on the "
+            "medledger": "RawNode + WalStorage (zero-filled segments, fdatasync when must_sync, "
+            "saves on the "
             "event loop; the leader sends a Ready marked async_save before saving it and counts "
             "itself once saved), "
             f"trio TCP, tick {args.tick_ms} ms, election_tick 10, heartbeat_tick 1",
@@ -281,7 +294,9 @@ def main() -> int:
             "medledger-lazy": "as medledger, RaftConfig(broadcast_commit=False)",
             "medledger-writer": "as medledger, leader saves in one writer thread (pipelined)",
             "medledger-lazy-writer": "medledger-lazy and medledger-writer together",
-            "medledger-bigbuf": "as medledger, LevelDB write_buffer_size 64 MiB (default 4)",
+            "medledger-leveldb": "as medledger, the Raft log in LevelDB (plyvel, sync=True)",
+            "medledger-lazy-leveldb": "medledger-lazy with the Raft log in LevelDB",
+            "medledger-bigbuf": "as medledger-leveldb, write_buffer_size 64 MiB (default 4)",
             "medledger-lazy-bigbuf": "medledger-lazy and medledger-bigbuf together",
             "pysyncobj": "0.3.17, SyncObjConf() defaults, in-memory log, no fsync",
             "pysyncobj-tuned": f"as pysyncobj, with {', '.join(PYSYNCOBJ_TUNED)}",

@@ -1,10 +1,11 @@
 """One member of a 3-member MedLedger Raft group, for the Raft-only benchmark.
 
     python -m perf.raft.member --id n1 --raft n1=7001,n2=7002,n3=7003 --client-port 7101 \
-        --data /tmp/n1 [--tick-ms 50] [--async-save loop|writer|off] [--no-fsync]
-        [--save-in-thread] [--profile out.prof]
+        --data /tmp/n1 [--storage wal|leveldb] [--tick-ms 50] [--async-save loop|writer|off]
+        [--no-fsync] [--save-in-thread] [--profile out.prof]
 
-Our RawNode over durable LevelDBStorage, driven by one trio task in the order the core
+Our RawNode over durable storage (the write-ahead log the nodes use, `--storage wal`, or
+LevelDBStorage, `--storage leveldb`), driven by one trio task in the order the core
 asks for: persist (synced when `must_sync`), send, apply, advance; except that a
 leader's Ready marked `async_save` goes out before its save (Raft thesis §10.2.1: the
 leader writes its log in parallel with replicating it and counts itself toward a commit
@@ -55,6 +56,8 @@ from node.consensus import (
     Role,
 )
 from node.consensus.leveldb_storage import LevelDBStorage
+from node.consensus.resident import ResidentStorage
+from node.consensus.wal_storage import WalStorage
 from node.ordering import raft_wire
 from perf.raft.framing import FrameBuffer, Op, Status, frame, parse_head, response
 
@@ -116,7 +119,7 @@ class Writer:
     the Ready loop goes on while LevelDB fsyncs (plyvel releases the GIL for the write).
     Completion is reported on the trio thread with `token.run_sync_soon`, in order."""
 
-    def __init__(self, storage: LevelDBStorage, token: trio.lowlevel.TrioToken) -> None:
+    def __init__(self, storage: ResidentStorage, token: trio.lowlevel.TrioToken) -> None:
         self.storage = storage
         self.token = token
         self.jobs: queue.SimpleQueue[
@@ -200,6 +203,7 @@ class Member:
         broadcast_commit: bool = True,
         compact_every: int = COMPACT_EVERY,
         write_buffer_mb: int = 0,
+        storage: str = "wal",
     ) -> None:
         self.node_id = node_id
         self.raft_ports = raft_ports
@@ -214,8 +218,15 @@ class Member:
         # ~17,000/s); each switch starts a new log file and a compaction beside the
         # synced writes. 0 keeps LevelDB's default.
         buffer = {"write_buffer_size": write_buffer_mb << 20} if write_buffer_mb else {}
-        self.db = plyvel.DB(str(data_dir), create_if_missing=True, error_if_exists=True, **buffer)
-        self.storage = LevelDBStorage.initialize(self.db, Membership.of(raft_ports))
+        self.db: plyvel.DB | None = None
+        self.storage: ResidentStorage
+        if storage == "wal":
+            self.storage = WalStorage.initialize(data_dir / "raft", Membership.of(raft_ports))
+        else:
+            self.db = plyvel.DB(
+                str(data_dir), create_if_missing=True, error_if_exists=True, **buffer
+            )
+            self.storage = LevelDBStorage.initialize(self.db, Membership.of(raft_ports))
         config = RaftConfig(
             id=node_id, election_tick=10, heartbeat_tick=1, broadcast_commit=broadcast_commit
         )
@@ -518,6 +529,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write-buffer-mb", type=int, default=0, help="LevelDB write_buffer_size (0: default)"
     )
+    parser.add_argument(
+        "--storage",
+        choices=("wal", "leveldb"),
+        default="wal",
+        help="the Raft log: the nodes' write-ahead log, or LevelDB as before 0.5",
+    )
     parser.add_argument("--profile", type=Path, help="write cProfile stats here on exit")
     args = parser.parse_args(argv)
     member = Member(
@@ -533,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         broadcast_commit=not args.lazy_commit,
         compact_every=args.compact_every,
         write_buffer_mb=args.write_buffer_mb,
+        storage=args.storage,
     )
     if args.gc_threshold:
         gc.freeze()
@@ -547,7 +565,10 @@ def main(argv: list[str] | None = None) -> int:
             profiler.disable()
             profiler.dump_stats(str(args.profile))
         print(json.dumps(member.stats()), flush=True)
-        member.db.close()
+        if isinstance(member.storage, WalStorage):
+            member.storage.close()
+        if member.db is not None:
+            member.db.close()
     return 0
 
 
