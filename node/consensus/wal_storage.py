@@ -174,11 +174,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _zero_fill(path: Path, size: int) -> None:
+    """Write `size` zero bytes to a new file at `path`, durably. Synced every megabyte: a
+    64 MiB burst of dirty pages written back at once delays the log's own syncs behind it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         left = size
         while left > 0:
             left -= os.write(fd, _ZEROS[: min(left, len(_ZEROS))])
+            os.fdatasync(fd)
         os.fsync(fd)
     finally:
         os.close(fd)

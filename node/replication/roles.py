@@ -71,7 +71,7 @@ def open_raft(
     that becomes a consenter later (or again) holds the ledger up to some block already:
     its log starts after that block's Raft entry, so nothing is applied twice and the
     leader sends only what follows. A node that kept its log in the ledger's LevelDB
-    (under `raft/`, before version 0.5) has it moved into the write-ahead log once."""
+    (under `raft/`, as earlier builds did) has it moved into the write-ahead log once."""
     directory = store.path.parent / "raft"
     old = store.prefixed(b"raft/")
     tip_index, tip_term = _tip_raft_position(ledger)

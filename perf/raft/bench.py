@@ -12,7 +12,7 @@ it starts is stopped at the end, whatever happens.
 
 Systems: medledger (durable: the nodes' Raft write-ahead log, wal_storage.py, synced as
 Raft asks; the leader sends before its own save, thesis §10.2.1), medledger-leveldb and
-medledger-lazy-leveldb (the Raft log in LevelDB, as before 0.5), pysyncobj (SyncObjConf
+medledger-lazy-leveldb (the Raft log in LevelDB, as earlier builds), pysyncobj (SyncObjConf
 defaults: in-memory log, no fsync), pysyncobj-tuned (the same with the low-latency
 settings in PYSYNCOBJ_TUNED), and diagnostics medledger-sync (persist before sending
 everywhere, as before), medledger-lazy (commits ride on the next APPEND or heartbeat),
@@ -58,6 +58,7 @@ SYSTEMS = (
     "medledger-lazy-bigbuf",
     "medledger-leveldb",
     "medledger-lazy-leveldb",
+    "medledger-lazy-bigseg",
     "pysyncobj",
     "pysyncobj-tuned",
 )
@@ -119,6 +120,7 @@ def member_commands(
             "64",
         ],
         "medledger-leveldb": ["--storage", "leveldb"],
+        "medledger-lazy-bigseg": ["--lazy-commit", "--segment-mb", "1024"],
         "medledger-lazy-leveldb": ["--storage", "leveldb", "--lazy-commit"],
     }
     for i, node_id in enumerate(ids):
@@ -296,6 +298,7 @@ def main() -> int:
             "medledger-lazy-writer": "medledger-lazy and medledger-writer together",
             "medledger-leveldb": "as medledger, the Raft log in LevelDB (plyvel, sync=True)",
             "medledger-lazy-leveldb": "medledger-lazy with the Raft log in LevelDB",
+            "medledger-lazy-bigseg": "medledger-lazy with 1 GiB segments (no rotation in a run)",
             "medledger-bigbuf": "as medledger-leveldb, write_buffer_size 64 MiB (default 4)",
             "medledger-lazy-bigbuf": "medledger-lazy and medledger-bigbuf together",
             "pysyncobj": "0.3.17, SyncObjConf() defaults, in-memory log, no fsync",

@@ -204,6 +204,7 @@ class Member:
         compact_every: int = COMPACT_EVERY,
         write_buffer_mb: int = 0,
         storage: str = "wal",
+        segment_mb: int = 64,
     ) -> None:
         self.node_id = node_id
         self.raft_ports = raft_ports
@@ -221,7 +222,9 @@ class Member:
         self.db: plyvel.DB | None = None
         self.storage: ResidentStorage
         if storage == "wal":
-            self.storage = WalStorage.initialize(data_dir / "raft", Membership.of(raft_ports))
+            self.storage = WalStorage.initialize(
+                data_dir / "raft", Membership.of(raft_ports), segment_bytes=segment_mb << 20
+            )
         else:
             self.db = plyvel.DB(
                 str(data_dir), create_if_missing=True, error_if_exists=True, **buffer
@@ -533,8 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         "--storage",
         choices=("wal", "leveldb"),
         default="wal",
-        help="the Raft log: the nodes' write-ahead log, or LevelDB as before 0.5",
+        help="the Raft log: the nodes' write-ahead log, or LevelDB as earlier builds",
     )
+    parser.add_argument("--segment-mb", type=int, default=64, help="WAL segment size")
     parser.add_argument("--profile", type=Path, help="write cProfile stats here on exit")
     args = parser.parse_args(argv)
     member = Member(
@@ -551,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         compact_every=args.compact_every,
         write_buffer_mb=args.write_buffer_mb,
         storage=args.storage,
+        segment_mb=args.segment_mb,
     )
     if args.gc_threshold:
         gc.freeze()
