@@ -99,6 +99,12 @@ class Monitor:
             return [s for s in self.samples if t0 <= s.t <= t1]
 
 
+def ledger_bytes(data_dir: Path) -> int:
+    """Bytes of a node's ledger (its LevelDB): not the Raft log, whose segments are
+    zero-filled ahead of use and deleted after compaction, nor the vault."""
+    return dir_bytes(data_dir / "ledger")
+
+
 def dir_bytes(path: Path) -> int:
     total = 0
     for p in path.rglob("*"):

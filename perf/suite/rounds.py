@@ -17,7 +17,7 @@ from perf.suite import referral
 from perf.suite.clients import ClientPool
 from perf.suite.config import Round
 from perf.suite.consortium import Consortium
-from perf.suite.monitor import Monitor, dir_bytes
+from perf.suite.monitor import Monitor, ledger_bytes
 from perf.suite.schedule import client_schedule
 from perf.suite.stats import round_row
 from perf.suite.worker import Plan
@@ -122,7 +122,7 @@ def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
         for i in range(rnd.clients)
     ]
     before = consortium.heights()
-    bytes_before = {n.name: dir_bytes(n.data_dir) for n in nodes}
+    bytes_before = {n.name: ledger_bytes(n.data_dir) for n in nodes}
     count = sum(len(client_schedule(rnd, i).offsets) for i in range(rnd.clients))
     if rnd.workload == "referral":
         count *= len(referral.STEPS)
@@ -150,7 +150,7 @@ def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
             committed[node.name] = consortium.count_valid(
                 node, before[node.name], reached, round_marks(tag)
             )
-    bytes_after = {n.name: dir_bytes(n.data_dir) for n in nodes}
+    bytes_after = {n.name: ledger_bytes(n.data_dir) for n in nodes}
     samples = ctx.monitor.between(start_sample.t, end_sample.t)
     row = round_row(
         rnd,

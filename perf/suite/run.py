@@ -27,7 +27,7 @@ from typing import Any
 from perf.suite import chart, config, report
 from perf.suite.clients import ClientPool
 from perf.suite.consortium import Consortium, node_error
-from perf.suite.monitor import Monitor, dir_bytes
+from perf.suite.monitor import Monitor, ledger_bytes
 from perf.suite.rounds import RunContext, run_round
 from perf.suite.workloads import WorkloadUnavailable, check_available
 
@@ -91,7 +91,7 @@ def _ledger_summary(consortium: Consortium, rows: list[dict[str, Any]]) -> list[
     out = []
     for node in consortium.nodes:
         txs = sum(r["committed_by_node"].get(node.name, 0) for r in rows)
-        size = dir_bytes(node.data_dir)
+        size = ledger_bytes(node.data_dir)
         out.append(
             {
                 "node": node.name,
