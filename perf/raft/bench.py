@@ -59,6 +59,7 @@ SYSTEMS = (
     "medledger-leveldb",
     "medledger-lazy-leveldb",
     "medledger-lazy-bigseg",
+    "medledger-nocompact",
     "pysyncobj",
     "pysyncobj-tuned",
 )
@@ -121,6 +122,7 @@ def member_commands(
         ],
         "medledger-leveldb": ["--storage", "leveldb"],
         "medledger-lazy-bigseg": ["--lazy-commit", "--segment-mb", "1024"],
+        "medledger-nocompact": ["--compact-every", "100000000"],
         "medledger-lazy-leveldb": ["--storage", "leveldb", "--lazy-commit"],
     }
     for i, node_id in enumerate(ids):
@@ -299,6 +301,7 @@ def main() -> int:
             "medledger-leveldb": "as medledger, the Raft log in LevelDB (plyvel, sync=True)",
             "medledger-lazy-leveldb": "medledger-lazy with the Raft log in LevelDB",
             "medledger-lazy-bigseg": "medledger-lazy with 1 GiB segments (no rotation in a run)",
+            "medledger-nocompact": "diagnostic: as medledger, no log compaction during a run",
             "medledger-bigbuf": "as medledger-leveldb, write_buffer_size 64 MiB (default 4)",
             "medledger-lazy-bigbuf": "medledger-lazy and medledger-bigbuf together",
             "pysyncobj": "0.3.17, SyncObjConf() defaults, in-memory log, no fsync",
@@ -309,7 +312,7 @@ def main() -> int:
     }
     text = json.dumps(result, indent=2)
     print(text)
-    if args.save:
+    if args.save or args.save_as:
         RESULTS.mkdir(exist_ok=True)
         name = args.save_as or "raft.json"
         if not (name.startswith("raft") and name.endswith(".json") and "/" not in name):
