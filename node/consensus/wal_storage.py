@@ -53,8 +53,9 @@ import os
 import shutil
 import struct
 import threading
+import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from node.consensus.entry import EMPTY_SNAPSHOT, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
@@ -65,6 +66,9 @@ from node.consensus.resident import RESIDENT_BYTES, ResidentStorage
 SEGMENT_BYTES = 64 * 1024 * 1024
 SUFFIX = ".wal"
 SPARE = "spare.tmp"
+# Between megabytes of the spare segment's zero fill: with it a 64 MiB spare takes about
+# two seconds instead of a third of one, and the log's own syncs barely notice it.
+SPARE_PAUSE_S = 0.02
 
 _CHECKPOINT = 1
 _SAVE = 2
@@ -173,15 +177,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _zero_fill(path: Path, size: int) -> None:
+def _zero_fill(path: Path, size: int, pause: Callable[[], float] = lambda: 0.0) -> None:
     """Write `size` zero bytes to a new file at `path`, durably. Synced every megabyte: a
-    64 MiB burst of dirty pages written back at once delays the log's own syncs behind it."""
+    64 MiB burst of dirty pages written back at once delays the log's own syncs behind it;
+    and `pause()` seconds between megabytes spread the rest of the disk work out."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         left = size
         while left > 0:
             left -= os.write(fd, _ZEROS[: min(left, len(_ZEROS))])
             os.fdatasync(fd)
+            wait = pause()
+            if wait > 0 and left > 0:
+                time.sleep(wait)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -486,10 +494,16 @@ class WalStorage(ResidentStorage):
             self._seqs.remove(seq)
             self._starts.pop(seq, None)
 
+    def _spare_pause(self) -> float:
+        """How long the preparer rests between megabytes: SPARE_PAUSE_S while the current
+        segment is less than three quarters full, then not at all (the spare must be
+        ready before the segment is)."""
+        return SPARE_PAUSE_S if self._offset < self._size * 3 // 4 else 0.0
+
     def _prepare_spare(self) -> None:
         def fill() -> None:
             try:
-                _zero_fill(self._dir / SPARE, self._segment_bytes)
+                _zero_fill(self._dir / SPARE, self._segment_bytes, self._spare_pause)
             except OSError as exc:  # _rotate fills the spare itself then
                 self._spare_error = exc
 

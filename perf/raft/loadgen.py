@@ -27,6 +27,7 @@ from perf.raft.framing import FrameBuffer, Op, Status, parse_head, request
 HOST = "127.0.0.1"
 COMMAND_BYTES = 300
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SLOW_NS = 20_000_000  # 20 ms
 
 
 def cpu_seconds(pid: int) -> float:
@@ -44,6 +45,9 @@ class Run:
     failed: int = 0
     outstanding: int = 0
     latencies_ns: list[int] = field(default_factory=list)
+    # (completed at, latency) of acknowledgements slower than SLOW_NS, to see whether
+    # the tail comes in bursts (a member stalled) or evenly.
+    slow: list[tuple[int, int]] = field(default_factory=list)
 
 
 async def find_leader(ports: list[int], timeout_s: float) -> int:
@@ -101,6 +105,8 @@ async def drive(port: int, slots: range, run: Run, filler: bytes) -> None:
                     if run.measuring:
                         run.committed += 1
                         run.latencies_ns.append(now - started)
+                        if now - started > SLOW_NS:
+                            run.slow.append((now, now - started))
                 elif run.measuring:
                     run.failed += 1
                 if run.stopping:
@@ -133,6 +139,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         cpu_start = [cpu_seconds(p) for p in pids]
         own_start = time.process_time()
         t_start = time.perf_counter()
+        t_start_ns = time.perf_counter_ns()
         run.measuring = True
         await trio.sleep(args.seconds)
         run.measuring = False
@@ -163,6 +170,24 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "cpu_us_per_op_per_member": [round(c / ops * 1e6, 1) if ops else None for c in cpu],
         "cpu_us_per_op_total": round(sum(cpu) / ops * 1e6, 1) if ops else None,
         "loadgen_cpu_s": round(own_cpu, 3),
+        "slow_acks": _slow_summary(run.slow, t_start_ns),
+    }
+
+
+def _slow_summary(slow: list[tuple[int, int]], t_start_ns: int) -> dict[str, object]:
+    """Acknowledgements slower than SLOW_NS, by 100 ms of the window they completed in."""
+    buckets: dict[float, list[int]] = {}
+    for done, latency in slow:
+        key = round((done - t_start_ns) // 100_000_000 / 10, 1)
+        buckets.setdefault(key, []).append(latency)
+    return {
+        "threshold_ms": SLOW_NS / 1e6,
+        "count": len(slow),
+        "windows": len(buckets),
+        "worst": [
+            {"at_s": at, "n": len(lats), "max_ms": round(max(lats) / 1e6, 1)}
+            for at, lats in sorted(buckets.items(), key=lambda kv: -max(kv[1]))[:8]
+        ],
     }
 
 
