@@ -35,6 +35,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -54,6 +55,7 @@ from node.consensus import (
     RawNode,
     Ready,
     Role,
+    Snapshot,
 )
 from node.consensus.leveldb_storage import LevelDBStorage
 from node.consensus.resident import ResidentStorage
@@ -70,6 +72,38 @@ COMPACT_EVERY = 2_000
 COMPACT_KEEP = 1_000
 # Frames queued for a peer that is down are dropped beyond this; Raft retransmits.
 MAX_QUEUED_FRAMES = 1_000
+
+
+class Pauses:
+    """Saves, compactions and garbage collections longer than 20 ms, by kind: what can
+    stop a member's event loop (perf/raft/README.md, the tail)."""
+
+    LIMIT_S = 0.02
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, list[float]] = {}
+        self._gc_started = 0.0
+        gc.callbacks.append(self._gc)
+
+    def note(self, kind: str, seconds: float) -> None:
+        if seconds > self.LIMIT_S:
+            self.kinds.setdefault(kind, []).append(seconds)
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.note(f"gc{info.get('generation', '?')}", time.perf_counter() - self._gc_started)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {
+            kind: {
+                "n": len(xs),
+                "max_ms": round(1e3 * max(xs), 1),
+                "sum_ms": round(1e3 * sum(xs), 1),
+            }
+            for kind, xs in self.kinds.items()
+        }
 
 
 class PeerLink:
@@ -242,6 +276,7 @@ class Member:
         self.pending: dict[int, tuple[ClientConn, int]] = {}
         self.dirty: set[ClientConn] = set()
         self.applied_ops = 0
+        self.pauses = Pauses()
         self.applied_index = 0
         self.snapshot_index = 0
         self.compact_every = compact_every
@@ -260,6 +295,7 @@ class Member:
             for link in self.links.values():
                 nursery.start_soon(link.run)
             nursery.start_soon(self._ticker)
+            nursery.start_soon(self._watch_loop)
             if self.async_save == "writer":
                 self.writer = Writer(self.storage, trio.lowlevel.current_trio_token())
             nursery.start_soon(self._ready_loop)
@@ -380,7 +416,7 @@ class Member:
                     self.storage.save, rd.hard_state, rd.entries, rd.snapshot, sync
                 )
             else:
-                self.storage.save(rd.hard_state, rd.entries, rd.snapshot, sync)
+                self._save(rd.hard_state, rd.entries, rd.snapshot, sync)
         if rd.messages:
             self._send(rd.messages)
         if rd.soft_state is not None:
@@ -417,7 +453,7 @@ class Member:
                 await trio.sleep(0)
                 self.async_saves += 1
                 self.synced_saves += sync
-                self.storage.save(rd.hard_state, rd.entries, None, sync)
+                self._save(rd.hard_state, rd.entries, None, sync)
             self.node.advance(rd)
         if rd.committed_entries:
             self.applied_index = rd.committed_entries[-1].index
@@ -474,12 +510,35 @@ class Member:
             return
         if self.writer is not None and self.writer.pending:
             return  # the storage's memory copy has one writer at a time; retry later
+        started = time.perf_counter()
         self.storage.compact(self.node.make_snapshot(index, b""))
+        self.pauses.note("compact", time.perf_counter() - started)
         self.snapshot_index = index
+
+    async def _watch_loop(self) -> None:
+        """Wakes every 5 ms; oversleeping by more than 20 ms means the loop was blocked
+        (or this process not scheduled)."""
+        while True:
+            started = time.perf_counter()
+            await trio.sleep(0.005)
+            self.pauses.note("loop_lag", time.perf_counter() - started - 0.005)
+
+    def _save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        sync: bool,
+    ) -> None:
+        """A save on the event loop, timed: a slow one stalls this member whole."""
+        started = time.perf_counter()
+        self.storage.save(hard_state, entries, snapshot, sync)
+        self.pauses.note("save", time.perf_counter() - started)
 
     def stats(self) -> dict[str, object]:
         status = self.node.status()
         return {
+            "pauses_over_20ms": self.pauses.summary(),
             "id": self.node_id,
             "role": status.role.name.lower(),
             "term": status.term,
