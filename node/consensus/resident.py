@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from node.consensus.entry import Entry, HardState, Snapshot
+from node.consensus.entry import Entry, EntryKind, HardState, Snapshot
 from node.consensus.errors import CompactedError
+from node.consensus.membership import Membership, decode_membership
 from node.consensus.storage import MemoryStorage
 
 # Payload bytes of the newest entries kept in memory (at about 1 MB of transactions a
@@ -39,6 +40,16 @@ class ResidentStorage(MemoryStorage):
     def _load(self, index: int) -> Entry | None:
         """The stored entry at `index`, or None when it was compacted meanwhile."""
         raise NotImplementedError
+
+    def last_membership(self) -> Membership:
+        """The configuration in force at the end of the log: its last CONFIG entry's, or
+        the snapshot's."""
+        for e in reversed(self._entries):
+            if e.kind == EntryKind.CONFIG:
+                stored = e if e.data else self._load(e.index)
+                if stored is not None:
+                    return decode_membership(stored.data)
+        return self._snapshot.meta.membership
 
     def _loaded(self) -> None:
         """Call after filling `_entries` from disk at open: counts and trims payloads."""

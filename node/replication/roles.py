@@ -95,7 +95,23 @@ def open_raft(
             storage = _join(
                 directory, name, consenters, tip_index, tip_term, HardState(), segment_bytes
             )
-    if storage.last_index() < tip_index:
+    if storage.snapshot().index > ledger.raft_applied():
+        # The log was compacted past what the ledger holds: the ledger was restored from
+        # an older backup beside a newer log. The entries in between are gone from the
+        # log; the log starts again at the ledger's newest block (the leader or block
+        # sync sends what follows), in the configuration the log last knew.
+        hard, known = storage.initial_state(), storage.last_membership()
+        log.warning(
+            "raft_log_ahead_of_ledger",
+            node=name,
+            raft_snapshot=storage.snapshot().index,
+            raft_applied=ledger.raft_applied(),
+        )
+        storage.close()
+        storage = _join(
+            directory, name, consenters, tip_index, tip_term, hard, segment_bytes, known
+        )
+    elif storage.last_index() < tip_index:
         hard = storage.initial_state()
         storage.close()
         storage = _join(directory, name, consenters, tip_index, tip_term, hard, segment_bytes)
@@ -127,12 +143,14 @@ def _join(
     term: int,
     old: HardState,
     segment_bytes: int,
+    known: Membership | None = None,
 ) -> WalStorage:
-    # Until the leader's configuration entries arrive this node takes itself for a
-    # learner: it never campaigns on a guess. The entries that follow `index` (the
-    # leader adds it as a learner after the governance block) carry the real membership.
+    # Unless the configuration is `known`, until the leader's configuration entries
+    # arrive this node takes itself for a learner: it never campaigns on a guess. The
+    # entries that follow `index` (the leader adds it as a learner after the governance
+    # block) carry the real membership.
     voters = (consenters - {name}) or frozenset({name})
-    guess = Membership(voters, frozenset({name}) - voters)
+    guess = known or Membership(voters, frozenset({name}) - voters)
     new_term = max(term, old.term)
     hard = HardState(new_term, old.vote if old.term == new_term else None, index)
     log.info("raft_log_starts_at", node=name, raft_index=index, raft_term=term)

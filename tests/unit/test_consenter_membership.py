@@ -247,3 +247,45 @@ def test_a_raft_log_kept_in_leveldb_moves_to_the_write_ahead_log(
         again.close()
     finally:
         store.close()
+
+
+def test_a_log_compacted_past_a_restored_ledger_starts_again_at_its_newest_block(
+    tmp_path: Path,
+    genesis: Genesis,
+    make_tx: TxFactory,
+    t0: int,
+) -> None:
+    """A ledger restored from an older backup beside a newer Raft log whose compaction
+    passed the backup's block: the entries in between are gone, so the log starts again
+    at the ledger's newest block, keeping its term and the configuration it last knew."""
+    from node.chain import build_executor
+    from node.consensus import Entry, EntryKind, HardState, Snapshot, SnapshotMeta
+    from node.consensus.membership import encode_membership
+    from node.consensus.wal_storage import WalStorage
+    from node.execution.consenter_gov import genesis_consenters
+
+    from .builders import metered_engine
+
+    store = LevelDBKV(tmp_path / "ledger")
+    try:
+        ledger = Ledger(store, genesis)
+        executor = build_executor(genesis, ledger, metered_engine(genesis))
+        commit(executor, ledger, [make_tx()], t0, index=5)
+        founders = genesis_consenters(genesis.config)
+        name = sorted(founders)[0]
+        wal = WalStorage.initialize(tmp_path / "raft", Membership.of(founders))
+        latest = Membership.of([*sorted(founders), "hosp9"])
+        log_entries = [Entry(4, i, data=b"batch") for i in range(1, 31)]
+        log_entries[24] = Entry(4, 25, EntryKind.CONFIG, encode_membership(latest))
+        wal.save(HardState(4, name, 30), log_entries, None)
+        wal.compact(Snapshot(SnapshotMeta(20, 4, Membership.of(founders))))
+        wal.close()
+
+        raft, storage = open_raft(store, genesis, ledger, name, frozenset(founders), b"seed")
+        assert storage.snapshot().index == 5  # the ledger's newest block
+        assert storage.snapshot().meta.membership == latest
+        assert raft.status().term == 4 and raft.status().applied == 5
+        assert not raft.has_ready() or not raft.ready().committed_entries
+        storage.close()
+    finally:
+        store.close()
