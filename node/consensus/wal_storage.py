@@ -522,25 +522,26 @@ class WalStorage(ResidentStorage):
             fd = os.open(path, os.O_RDWR)
             self._fds[seq] = fd
             self._seqs.append(seq)
-            data = _read_all(fd)
+            data = _SegmentBytes(fd)
             last = n == len(seqs) - 1
             crc = _chain_seed(seq)
             offset = 0
             records = 0
             while True:
-                if offset + _FRAME.size > len(data):
+                head = data.get(offset, offset + _FRAME.size)
+                if len(head) < _FRAME.size:
                     break
-                length, stored = _FRAME.unpack_from(data, offset)
+                length, stored = _FRAME.unpack(head)
                 if length == 0 and stored == 0:
                     break  # the zeros after the last record
-                body = data[offset + _FRAME.size : offset + _FRAME.size + length]
+                body = data.get(offset + _FRAME.size, offset + _FRAME.size + length)
                 if len(body) != length or zlib.crc32(body, crc) != stored:
                     if not last:
                         raise StorageCorrupted(
                             f"Raft log segment {path} is damaged at byte {offset}; the "
                             "segments after it cannot be trusted either"
                         )
-                    _zero_tail(fd, data, offset)
+                    _zero_tail(fd, data.get(offset, data.size), offset)
                     break
                 where = f"{path} byte {offset}"
                 kind = body[0]
@@ -598,7 +599,7 @@ class WalStorage(ResidentStorage):
                 if not last:
                     raise StorageCorrupted(f"Raft log segment {path} holds no records")
                 self._starts[seq] = -1  # filled in below: a rotation that crashed
-            self._seq, self._fd, self._offset, self._size = seq, fd, offset, len(data)
+            self._seq, self._fd, self._offset, self._size = seq, fd, offset, data.size
             self._crc = crc
         if snapshot is None:
             raise StorageCorrupted(f"the Raft log in {self._dir} has no checkpoint")
@@ -630,22 +631,30 @@ def _chain_seed(seq: int) -> int:
     return zlib.crc32(_U64.pack(seq))
 
 
-def _read_all(fd: int) -> bytes:
-    size = os.fstat(fd).st_size
-    chunks = []
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, min(size - offset, 8 * 1024 * 1024), offset)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
+class _SegmentBytes:
+    """A segment, read from its start only as far as replay asks: not the zeros after
+    the last record (most of a segment, most of the time)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+        self._buf = bytearray()
+
+    def get(self, start: int, end: int) -> bytes:
+        """Bytes start..end, fewer at the end of the file."""
+        while len(self._buf) < min(end, self.size):
+            want = min(max(end - len(self._buf), 1024 * 1024), self.size - len(self._buf))
+            chunk = os.pread(self.fd, want, len(self._buf))
+            if not chunk:
+                break
+            self._buf += chunk
+        return bytes(self._buf[start:end])
 
 
-def _zero_tail(fd: int, data: bytes, offset: int) -> None:
-    """Zero what a torn write left after the last whole record, and sync it."""
-    end = len(data.rstrip(b"\0"))
+def _zero_tail(fd: int, rest: bytes, offset: int) -> None:
+    """Zero what a torn write left after the last whole record (`rest` holds the file
+    from `offset` to its end), and sync it."""
+    end = offset + len(rest.rstrip(b"\0"))
     while offset < end:
         offset += os.pwrite(fd, _ZEROS[: min(end - offset, len(_ZEROS))], offset)
     os.fdatasync(fd)
