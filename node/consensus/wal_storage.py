@@ -53,7 +53,6 @@ import os
 import shutil
 import struct
 import threading
-import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -177,19 +176,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _zero_fill(path: Path, size: int, pause: Callable[[], float] = lambda: 0.0) -> None:
+def _zero_fill(path: Path, size: int, rest: Callable[[], bool] = lambda: True) -> None:
     """Write `size` zero bytes to a new file at `path`, durably. Synced every megabyte: a
-    64 MiB burst of dirty pages written back at once delays the log's own syncs behind it;
-    and `pause()` seconds between megabytes spread the rest of the disk work out."""
+    64 MiB burst of dirty pages written back at once delays the log's own syncs behind it.
+    `rest()` runs between megabytes (it may sleep, to spread the disk work out); when it
+    returns False the fill is abandoned, leaving a short file."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         left = size
         while left > 0:
             left -= os.write(fd, _ZEROS[: min(left, len(_ZEROS))])
             os.fdatasync(fd)
-            wait = pause()
-            if wait > 0 and left > 0:
-                time.sleep(wait)
+            if left > 0 and not rest():
+                return
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -230,6 +229,7 @@ class WalStorage(ResidentStorage):
         self._spare: threading.Thread | None = None
         self._spare_error: OSError | None = None
         self._closed = False
+        self._closing = threading.Event()
         self._seqs: list[int] = []  # the segments, oldest first; the last is written
         self._seq = self._fd = self._offset = self._size = self._crc = 0
         seqs = _segments(self._dir)
@@ -421,6 +421,7 @@ class WalStorage(ResidentStorage):
         if self._closed:
             return
         self._closed = True
+        self._closing.set()  # a spare being filled is abandoned (removed at the next open)
         if self._spare is not None:
             self._spare.join()
         self._close_fds()
@@ -494,16 +495,18 @@ class WalStorage(ResidentStorage):
             self._seqs.remove(seq)
             self._starts.pop(seq, None)
 
-    def _spare_pause(self) -> float:
-        """How long the preparer rests between megabytes: SPARE_PAUSE_S while the current
-        segment is less than three quarters full, then not at all (the spare must be
-        ready before the segment is)."""
-        return SPARE_PAUSE_S if self._offset < self._size * 3 // 4 else 0.0
+    def _spare_rest(self) -> bool:
+        """Between megabytes of the spare's fill: rest SPARE_PAUSE_S while the current
+        segment is less than three quarters full (then not at all: the spare must be
+        ready before the segment is full); False once the log is closing."""
+        if self._offset < self._size * 3 // 4:
+            self._closing.wait(SPARE_PAUSE_S)
+        return not self._closing.is_set()
 
     def _prepare_spare(self) -> None:
         def fill() -> None:
             try:
-                _zero_fill(self._dir / SPARE, self._segment_bytes, self._spare_pause)
+                _zero_fill(self._dir / SPARE, self._segment_bytes, self._spare_rest)
             except OSError as exc:  # _rotate fills the spare itself then
                 self._spare_error = exc
 
