@@ -45,6 +45,7 @@ from node.net import MemoryNetwork, PeerNetwork
 from node.ops import backup as backup_mod
 from node.ops.admin import serve_admin
 from node.ops.admin import socket_path as admin_socket_path
+from node.ops.heap import heap_report
 from node.ops.metrics import Metrics, serve_http
 from node.ops.systemd import Notifier
 from node.records.vault import Vault
@@ -306,9 +307,17 @@ class Node:
             manifest = await trio.to_thread.run_sync(backup_mod.backup, self.services.store, dest)
             log.info("backup_written", dest=str(dest), height=manifest["height"])
             return {"ok": True, **manifest}
+        if op == "heap":
+            top = request.get("top", 25)
+            if not isinstance(top, int) or not 1 <= top <= 500:
+                return {"ok": False, "error": "top must be an integer from 1 to 500"}
+            return {"ok": True, **await trio.to_thread.run_sync(heap_report, top)}
         if op in ("gate", "diverge"):
             return self._fault(op, request)
-        return {"ok": False, "error": f"unknown op {op!r}; ops: status, log_level, backup"}
+        return {
+            "ok": False,
+            "error": f"unknown op {op!r}; ops: status, log_level, backup, heap",
+        }
 
     def _fault(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
         if self.gate is None:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -21,3 +22,8 @@ def stat_fields(pid: int) -> list[str] | None:
 def cpu_seconds(fields: list[str]) -> float:
     """User + system CPU seconds from `stat_fields`."""
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def rss_bytes(fields: list[str]) -> int:
+    """Resident set size from `stat_fields`."""
+    return int(fields[21]) * PAGE_BYTES

@@ -298,6 +298,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"op": args.op.replace("-", "_")}
     if args.op == "log-level":
         request["level"] = args.level
+    if args.op == "heap":
+        request["top"] = args.top
     answer = _admin(args.config, request)
     emit(args, answer)
     return 0 if answer.get("ok") else 1
@@ -425,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     asub = p.add_subparsers(dest="op", required=True, metavar="ACTION")
     q = asub.add_parser("status", help="height and role, over the admin socket")
     q.add_argument("--config", required=True)
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_admin)
+    q = asub.add_parser(
+        "heap", help="memory: RSS, GC objects, and with PYTHONTRACEMALLOC set where it goes"
+    )
+    q.add_argument("--config", required=True)
+    q.add_argument("--top", type=int, default=25, help="source lines to list (1-500)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=cmd_admin)
     q = asub.add_parser("log-level", help="change the log level at run time")

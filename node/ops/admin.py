@@ -7,6 +7,7 @@ SO_PEERCRED. One JSON request per connection, one JSON answer:
     {"op": "status"}
     {"op": "log_level", "level": "debug"}
     {"op": "backup", "dest": "/var/backups/medledger/2026-11-28"}
+    {"op": "heap", "top": 25}
 """
 
 from __future__ import annotations

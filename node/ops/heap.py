@@ -1,0 +1,44 @@
+"""Where a running node's memory goes, for the admin socket's `heap` operation.
+
+Always: resident set size, Python's allocated blocks and the garbage collector's
+tracked objects. With tracing on (start the node with PYTHONTRACEMALLOC=1, which costs
+CPU, so only while diagnosing) also the source lines that hold the most Python memory.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import tracemalloc
+from typing import Any
+
+from node import procstat
+
+
+def heap_report(top: int) -> dict[str, Any]:
+    fields = procstat.stat_fields(os.getpid())
+    report: dict[str, Any] = {
+        "rss_mb": round(procstat.rss_bytes(fields) / 2**20, 1) if fields else None,
+        "python_blocks": sys.getallocatedblocks(),
+        "gc_objects": len(gc.get_objects()),
+        "tracing": tracemalloc.is_tracing(),
+    }
+    if not tracemalloc.is_tracing():
+        report["hint"] = "start the node with PYTHONTRACEMALLOC=1 to see source lines"
+        return report
+    current, peak = tracemalloc.get_traced_memory()
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    report["traced_mb"] = round(current / 2**20, 1)
+    report["traced_peak_mb"] = round(peak / 2**20, 1)
+    report["top"] = [
+        {
+            "where": f"{stat.traceback[0].filename}:{stat.traceback[0].lineno}",
+            "kb": round(stat.size / 1024, 1),
+            "blocks": stat.count,
+        }
+        for stat in snapshot.statistics("lineno")[:top]
+    ]
+    return report
