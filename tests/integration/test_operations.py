@@ -81,6 +81,13 @@ def test_admin_log_level_and_backup_under_load_restores(net: Net, tmp_path: Path
     config = str(net.config)
     run = medledger("admin", "log-level", "--config", config, "debug", "--json")
     assert run.rc == 0 and run.json()["level"] == "debug", run.out + run.err
+    heap = medledger("admin", "heap", "--config", config, "--top", "5", "--json")
+    assert heap.rc == 0, heap.out + heap.err
+    report = heap.json()
+    assert report["rss_mb"] > 10 and report["gc_objects"] > 1000
+    assert report["tracing"] is False and "PYTHONTRACEMALLOC" in report["hint"]
+    bad = medledger("admin", "heap", "--config", config, "--top", "0", "--json")
+    assert bad.rc == 1 and "top must be" in bad.out + bad.err
 
     stop = threading.Event()
     committed: list[int] = []
