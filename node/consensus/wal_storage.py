@@ -341,7 +341,7 @@ class WalStorage(ResidentStorage):
         finally:
             storage.close()
         if directory.exists():
-            directory.rmdir()  # empty: exists() said it holds no segment
+            shutil.rmtree(directory)  # no segment in it (exists() said so): nothing to keep
         os.rename(aside, directory)
         _fsync_dir(directory.parent)
         return WalStorage(directory, resident_bytes, segment_bytes)
