@@ -282,3 +282,13 @@ def test_refused_save_writes_nothing(tmp_path: Path) -> None:
     assert again.initial_state() == HardState(1, None, 0) and again.last_index() == 2
     assert os.path.exists(wal / SPARE)  # the next segment is being prepared
     again.close()
+
+
+def test_a_folder_without_segments_is_replaced(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    wal.mkdir()
+    (wal / SPARE).write_bytes(b"left over")
+    assert not WalStorage.exists(wal)
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    assert storage.last_index() == 0 and len(segments(wal)) == 1
+    storage.close()
