@@ -280,7 +280,9 @@ def test_refused_save_writes_nothing(tmp_path: Path) -> None:
     storage.close()
     again = WalStorage(wal, segment_bytes=SMALL)
     assert again.initial_state() == HardState(1, None, 0) and again.last_index() == 2
-    assert os.path.exists(wal / SPARE)  # the next segment is being prepared
+    assert again._spare is not None
+    again._spare.join()  # the next segment is prepared in a thread
+    assert os.path.getsize(wal / SPARE) == SMALL
     again.close()
 
 
