@@ -201,10 +201,10 @@ def _segment_name(seq: int) -> str:
 def _segments(directory: Path) -> list[int]:
     out = []
     for p in directory.glob("*" + SUFFIX):
-        try:
-            out.append(int(p.name[: -len(SUFFIX)]))
-        except ValueError:
-            raise StorageCorrupted(f"unexpected file in the Raft log: {p}") from None
+        stem = p.name[: -len(SUFFIX)]
+        if len(stem) != 16 or not stem.isdigit() or not p.is_file():
+            raise StorageCorrupted(f"unexpected file in the Raft log: {p}")
+        out.append(int(stem))
     return sorted(out)
 
 
@@ -229,6 +229,7 @@ class WalStorage(ResidentStorage):
         self._spare: threading.Thread | None = None
         self._spare_error: OSError | None = None
         self._closed = False
+        self._prepare = prepare
         self._closing = threading.Event()
         self._seqs: list[int] = []  # the segments, oldest first; the last is written
         self._seq = self._fd = self._offset = self._size = self._crc = 0
@@ -328,7 +329,7 @@ class WalStorage(ResidentStorage):
         body = _checkpoint_body(True, snapshot.meta.index + 1, hard_state, snapshot)
         fd = os.open(first_segment, os.O_RDWR)
         try:
-            os.pwrite(fd, _frame(body, _chain_seed(1)), 0)
+            _pwrite_all(fd, _frame(body, _chain_seed(1)), 0)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -441,7 +442,7 @@ class WalStorage(ResidentStorage):
             self._rotate(len(frame))
             frame = _frame(body, self._crc)
         at = self._offset
-        os.pwrite(self._fd, frame, at)
+        _pwrite_all(self._fd, frame, at)
         self._offset = at + len(frame)
         self._crc = _FRAME.unpack_from(frame)[1]
         return self._seq, at + _FRAME.size
@@ -471,7 +472,8 @@ class WalStorage(ResidentStorage):
         self._seq, self._fd, self._offset, self._size = seq, fd, 0, size
         self._crc = _chain_seed(seq)
         self._write(checkpoint)
-        self._prepare_spare()
+        if self._prepare:
+            self._prepare_spare()
 
     def _reset(self, snapshot: Snapshot, hard_state: HardState) -> None:
         self._hard_state = hard_state
@@ -516,6 +518,7 @@ class WalStorage(ResidentStorage):
     # -- replay ----------------------------------------------------------------------------
 
     def _replay(self, seqs: list[int]) -> None:
+        reset_seq = 0  # the newest segment that starts with a reset checkpoint
         snapshot: Snapshot | None = None
         hard_state = HardState()
         log: list[Entry] = []  # contiguous; log[0].index == start
@@ -536,9 +539,14 @@ class WalStorage(ResidentStorage):
                     break
                 length, stored = _FRAME.unpack(head)
                 if length == 0 and stored == 0:
-                    break  # the zeros after the last record
+                    # The zeros after the last record, or a torn write whose first page
+                    # never reached the disk: in the last segment, clear whatever follows
+                    # before anything is written here again.
+                    if last:
+                        _zero_tail(fd, data.get(offset, data.size), offset)
+                    break
                 body = data.get(offset + _FRAME.size, offset + _FRAME.size + length)
-                if len(body) != length or zlib.crc32(body, crc) != stored:
+                if length == 0 or len(body) != length or zlib.crc32(body, crc) != stored:
                     if not last:
                         raise StorageCorrupted(
                             f"Raft log segment {path} is damaged at byte {offset}; the "
@@ -561,6 +569,7 @@ class WalStorage(ResidentStorage):
                     if reset:
                         log, start = [], 0
                         self._where.clear()
+                        reset_seq = seq
                 elif kind == _SAVE:
                     _, flags = reader.unpack(_SAVE_HEAD)
                     if flags & _HAS_SNAPSHOT:
@@ -624,6 +633,17 @@ class WalStorage(ResidentStorage):
             self._starts[self._seq] = self.last_index() + 1
             self._write(_checkpoint_body(False, self.last_index() + 1, hard_state, snapshot))
             os.fdatasync(self._fd)
+        stale = [seq for seq in self._seqs if seq < reset_seq]
+        if stale:
+            # A reset (initialize_at) stopped before it deleted the segments it replaced.
+            os.fdatasync(self._fds[reset_seq])
+            self._delete(stale)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    written = os.pwrite(fd, data, offset)
+    if written != len(data):  # a regular file writes all or raises; never half silently
+        raise OSError(f"short write to the Raft log: {written} of {len(data)} bytes")
 
 
 def _frame(body: bytes, prev_crc: int) -> bytes:
@@ -658,6 +678,8 @@ def _zero_tail(fd: int, rest: bytes, offset: int) -> None:
     """Zero what a torn write left after the last whole record (`rest` holds the file
     from `offset` to its end), and sync it."""
     end = offset + len(rest.rstrip(b"\0"))
+    if offset >= end:
+        return
     while offset < end:
         offset += os.pwrite(fd, _ZEROS[: min(end - offset, len(_ZEROS))], offset)
     os.fdatasync(fd)

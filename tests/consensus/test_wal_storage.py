@@ -207,7 +207,9 @@ def test_migrates_a_leveldb_log(tmp_path: Path) -> None:
         same(new, _twin_of(old))
         assert not (tmp_path / "raft.new").exists()
         new.close()
-        same(WalStorage(wal, segment_bytes=SMALL), _twin_of(old))
+        reopened = WalStorage(wal, segment_bytes=SMALL)
+        same(reopened, _twin_of(old))
+        reopened.close()
     finally:
         db.close()
 
@@ -294,3 +296,35 @@ def test_a_folder_without_segments_is_replaced(tmp_path: Path) -> None:
     storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
     assert storage.last_index() == 0 and len(segments(wal)) == 1
     storage.close()
+
+
+def test_a_torn_write_that_lost_its_first_page_is_cleared(tmp_path: Path) -> None:
+    """Power loss tore an unsynced record so that its header page reverted to zeros but a
+    later page reached the disk: replay ends at the zeros and must clear the rest, or
+    the stale bytes are read as damage once the segment is no longer the last."""
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=64 * 1024)
+    storage.save(HardState(1, "n1", 1), [Entry(1, 1, EntryKind.NORMAL, b"a" * 3800)], None)
+    end = storage._offset
+    storage.save(None, [Entry(1, 2, EntryKind.NORMAL, b"\x01" * 20000)], None, sync=False)
+    storage.close()
+    with (wal / segments(wal)[0]).open("r+b") as f:
+        f.seek(end)
+        f.write(bytes(4096 - end))  # the first page of the unsynced record is lost
+    again = WalStorage(wal, segment_bytes=64 * 1024)
+    assert again.last_index() == 1
+    again.save(HardState(1, "n1", 1), [Entry(1, 2, EntryKind.NORMAL, b"b" * 4000)], None)
+    again.save(HardState(1, "n1", 2), [Entry(1, 3, EntryKind.NORMAL, b"c" * 60000)], None)
+    assert len(segments(wal)) == 2  # the torn segment is no longer the last
+    again.close()
+    third = WalStorage(wal, segment_bytes=64 * 1024)
+    assert third.last_index() == 3 and third.entries(2, 3)[0].data == b"b" * 4000
+    third.close()
+
+
+def test_stray_files_and_empty_records_are_storage_errors(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL).close()
+    (wal / "-1.wal").write_bytes(b"")
+    with pytest.raises(StorageCorrupted, match="unexpected file"):
+        WalStorage(wal, segment_bytes=SMALL)
