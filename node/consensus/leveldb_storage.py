@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from node.consensus.entry import EMPTY_SNAPSHOT, Entry, EntryKind, HardState, Snapshot, SnapshotMeta
-from node.consensus.errors import StorageCorrupted, UnavailableError
+from node.consensus.errors import StorageCorrupted
 from node.consensus.membership import Membership, decode_membership, encode_membership
 from node.consensus.resident import RESIDENT_BYTES, ResidentStorage
 
@@ -142,13 +142,7 @@ class LevelDBStorage(ResidentStorage):
         if hard_state is None and not entries and snapshot is None:
             return
         old_last = self.last_index()
-        new_snapshot = snapshot is not None and snapshot.meta.index > self._snapshot.meta.index
-        base = snapshot.meta.index if snapshot is not None and new_snapshot else None
-        snap_index = base if base is not None else self._snapshot.meta.index
-        if entries and entries[0].index > (snap_index if base is not None else old_last) + 1:
-            # Checked before writing, so that a refused save leaves nothing behind.
-            raise UnavailableError(f"gap: appending {entries[0].index} after {old_last}")
-        entries = [e for e in entries if e.index > snap_index]
+        entries, new_snapshot = self._admit(entries, snapshot)
         with self._db.write_batch(transaction=True, sync=sync) as batch:
             if new_snapshot:
                 assert snapshot is not None

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from node.consensus.entry import Entry, EntryKind, HardState, Snapshot
-from node.consensus.errors import CompactedError
+from node.consensus.errors import CompactedError, UnavailableError
 from node.consensus.membership import Membership, decode_membership
 from node.consensus.storage import MemoryStorage
 
@@ -56,6 +56,19 @@ class ResidentStorage(MemoryStorage):
         self._resident_from = self._snapshot.meta.index + 1
         self._resident_size = sum(len(e.data) for e in self._entries)
         self._evict()
+
+    def _admit(
+        self, entries: Sequence[Entry], snapshot: Snapshot | None
+    ) -> tuple[list[Entry], bool]:
+        """Check a save before anything is written (a refused save leaves nothing behind):
+        returns the entries to store (those above the snapshot in force after it) and
+        whether `snapshot` replaces the log. UnavailableError for a gap."""
+        old_last = self.last_index()
+        new_snapshot = snapshot is not None and snapshot.meta.index > self._snapshot.meta.index
+        snap_index = snapshot.meta.index if new_snapshot and snapshot else self._snapshot.meta.index
+        if entries and entries[0].index > (snap_index if new_snapshot else old_last) + 1:
+            raise UnavailableError(f"gap: appending {entries[0].index} after {old_last}")
+        return [e for e in entries if e.index > snap_index], new_snapshot
 
     def _remember(
         self,

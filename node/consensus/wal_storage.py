@@ -359,11 +359,7 @@ class WalStorage(ResidentStorage):
         if hard_state is None and not entries and snapshot is None:
             return
         old_last = self.last_index()
-        new_snapshot = snapshot is not None and snapshot.meta.index > self._snapshot.meta.index
-        snap_index = snapshot.meta.index if new_snapshot and snapshot else self._snapshot.meta.index
-        if entries and entries[0].index > (snap_index if new_snapshot else old_last) + 1:
-            raise UnavailableError(f"gap: appending {entries[0].index} after {old_last}")
-        entries = [e for e in entries if e.index > snap_index]
+        entries, new_snapshot = self._admit(entries, snapshot)
         parts, offsets = _save_body(hard_state, entries, snapshot if new_snapshot else None)
         seq, base = self._write(b"".join(parts))
         if sync:

@@ -40,6 +40,15 @@ def entries(lo: int, hi: int, term: int) -> list[Entry]:
     return [Entry(term, i, EntryKind.NORMAL, b"e%d" % i) for i in range(lo, hi)]
 
 
+def drain(node: RawNode, store: Storage, applied: list[Entry]) -> None:
+    """Persist, apply (NORMAL entries into `applied`) and advance every Ready."""
+    while node.has_ready():
+        rd = node.ready()
+        store.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+        applied.extend(e for e in rd.committed_entries if e.kind is EntryKind.NORMAL)
+        node.advance(rd)
+
+
 def exercise(storage: Storage) -> None:
     storage.save(HardState(1, "n1", 0), entries(1, 6, 1), None)
     assert storage.last_index() == 5 and storage.first_index() == 1
@@ -95,23 +104,16 @@ def test_single_node_group_on_leveldb_restarts_and_reapplies(db: Any) -> None:
     node.campaign()
     applied: list[Entry] = []
 
-    def drain(n: RawNode, store: LevelDBStorage) -> None:
-        while n.has_ready():
-            rd = n.ready()
-            store.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
-            applied.extend(e for e in rd.committed_entries if e.kind is EntryKind.NORMAL)
-            n.advance(rd)
-
-    drain(node, storage)
+    drain(node, storage, applied)
     last = node.propose([b"a", b"b", b"c"])
-    drain(node, storage)
+    drain(node, storage, applied)
     assert [e.data for e in applied] == [b"a", b"b", b"c"]
     # The application durably applied only through "a" before the crash.
     durable_applied = applied[0].index
     applied.clear()
     storage2 = LevelDBStorage(db)
     node2 = RawNode(RaftConfig("n1", applied=durable_applied), storage2, random.Random(2))
-    drain(node2, storage2)
+    drain(node2, storage2, applied)
     assert [e.data for e in applied] == [b"b", b"c"]
     assert node2.status().committed == last
 

@@ -28,7 +28,7 @@ from node.consensus import (
 from node.consensus.leveldb_storage import LevelDBStorage
 from node.consensus.wal_storage import SPARE, WalStorage
 
-from .test_storage import MEMBERS, entries, exercise
+from .test_storage import MEMBERS, drain, entries, exercise
 
 SMALL = 4096  # bytes per segment: a few records each, so tests rotate often
 
@@ -248,24 +248,17 @@ def test_single_node_group_on_the_wal_restarts_and_reapplies(tmp_path: Path) -> 
     node.campaign()
     applied: list[Entry] = []
 
-    def drain(n: RawNode, store: WalStorage) -> None:
-        while n.has_ready():
-            rd = n.ready()
-            store.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
-            applied.extend(e for e in rd.committed_entries if e.kind is EntryKind.NORMAL)
-            n.advance(rd)
-
-    drain(node, storage)
+    drain(node, storage, applied)
     last = 0
     for n in range(50):
         last = node.propose([b"tx%d" % n])
-        drain(node, storage)
+        drain(node, storage, applied)
     storage.close()
     durable_applied = applied[9].index
     applied.clear()
     storage2 = WalStorage(wal, segment_bytes=SMALL)
     node2 = RawNode(RaftConfig("n1", applied=durable_applied), storage2, random.Random(2))
-    drain(node2, storage2)
+    drain(node2, storage2, applied)
     assert [e.data for e in applied] == [b"tx%d" % n for n in range(10, 50)]
     assert node2.status().committed == last
     storage2.close()
