@@ -29,6 +29,7 @@ from node.codes import TxCode
 from node.config import NodeConfig
 from node.core import NodeCore
 from node.crypto import keys
+from node.disksync import SYNCS
 from node.execution.executor import BlockExecutor
 from node.execution.sandbox import SandboxEngine, Zygote
 from node.faults import GatedNetwork
@@ -357,42 +358,46 @@ class Node:
         )
         self.metrics.height.set(core.ledger.tip.height)
         self.metrics.set_role(self.role)
-        async with trio.open_nursery() as nursery:
-            self._root = nursery.cancel_scope
-            if handle_signals:
-                nursery.start_soon(self._signals)
-            await nursery.start(self.replication.run)
-            nursery.start_soon(self.vault.run)
-            port = await nursery.start(serve_api, gateway, services, self.vault)
-            if config.metrics.listen:
-                await nursery.start(serve_http, config.metrics.listen, self.metrics, self.healthy)
-            data_dir = config.resolve(config.node.data_dir)
-            await nursery.start(serve_admin, admin_socket_path(data_dir), self.admin)
-            log.info(
-                "node_started",
-                api=config.api.listen,
-                port=port,
-                height=core.ledger.tip.height,
-                chain_id=services.genesis.chain_id.hex()[:16],
-                gossip_txs=config.p2p.gossip_txs,
-            )
-            self.notifier.ready(self.status_line())
-            nursery.start_soon(watchdog, self.notifier, self.status_line)
-            nursery.start_soon(self._sample_metrics)
-            if self.gossip is not None:
-                gossip = self.gossip
-                if config.p2p.gossip_txs:
-                    nursery.start_soon(self._gossip_txs)
-                announcer = LatestOnly(ANNOUNCE_GOSSIP_INTERVAL_S)
-                nursery.start_soon(announcer.run, partial(gossip.publish, GOSSIP_BLOCKS))
-                self.replication.announce_with(announcer.offer)
-            task_status.started(port)
-            await self._stop.wait()
-            self.notifier.stopping()
-            core.close()
-            with trio.CancelScope(shield=True):
-                await self.replication.drain()
-            nursery.cancel_scope.cancel()
+        # Synced writes of this process's storages feed this node's histogram.
+        with SYNCS.observed(self.metrics.observe_disk_sync):
+            async with trio.open_nursery() as nursery:
+                self._root = nursery.cancel_scope
+                if handle_signals:
+                    nursery.start_soon(self._signals)
+                await nursery.start(self.replication.run)
+                nursery.start_soon(self.vault.run)
+                port = await nursery.start(serve_api, gateway, services, self.vault)
+                if config.metrics.listen:
+                    await nursery.start(
+                        serve_http, config.metrics.listen, self.metrics, self.healthy
+                    )
+                data_dir = config.resolve(config.node.data_dir)
+                await nursery.start(serve_admin, admin_socket_path(data_dir), self.admin)
+                log.info(
+                    "node_started",
+                    api=config.api.listen,
+                    port=port,
+                    height=core.ledger.tip.height,
+                    chain_id=services.genesis.chain_id.hex()[:16],
+                    gossip_txs=config.p2p.gossip_txs,
+                )
+                self.notifier.ready(self.status_line())
+                nursery.start_soon(watchdog, self.notifier, self.status_line)
+                nursery.start_soon(self._sample_metrics)
+                if self.gossip is not None:
+                    gossip = self.gossip
+                    if config.p2p.gossip_txs:
+                        nursery.start_soon(self._gossip_txs)
+                    announcer = LatestOnly(ANNOUNCE_GOSSIP_INTERVAL_S)
+                    nursery.start_soon(announcer.run, partial(gossip.publish, GOSSIP_BLOCKS))
+                    self.replication.announce_with(announcer.offer)
+                task_status.started(port)
+                await self._stop.wait()
+                self.notifier.stopping()
+                core.close()
+                with trio.CancelScope(shield=True):
+                    await self.replication.drain()
+                nursery.cancel_scope.cancel()
         if self.halted is not None:
             raise self.halted
         log.info("node_stopped", height=core.ledger.tip.height)

@@ -61,6 +61,7 @@ from node.consensus.entry import EMPTY_SNAPSHOT, Entry, EntryKind, HardState, Sn
 from node.consensus.errors import StorageCorrupted, UnavailableError
 from node.consensus.membership import Membership, decode_membership, encode_membership
 from node.consensus.resident import RESIDENT_BYTES, ResidentStorage
+from node.disksync import SYNCS
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 SUFFIX = ".wal"
@@ -363,7 +364,8 @@ class WalStorage(ResidentStorage):
         parts, offsets = _save_body(hard_state, entries, snapshot if new_snapshot else None)
         seq, base = self._write(b"".join(parts))
         if sync:
-            os.fdatasync(self._fd)
+            with SYNCS.timed("raft"):
+                os.fdatasync(self._fd)
         where = self._where
         if new_snapshot:
             where.clear()

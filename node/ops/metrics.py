@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("medledger.metrics")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+SYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
 class Metrics:
@@ -62,6 +63,18 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+
+        self.disk_sync = Histogram(
+            "medledger_disk_sync_seconds",
+            "Synced writes: the Raft log's fdatasync (store=raft), the ledger's synced "
+            "write batch (store=ledger)",
+            ["store"],
+            buckets=SYNC_BUCKETS,
+            registry=r,
+        )
+
+    def observe_disk_sync(self, store: str, seconds: float) -> None:
+        self.disk_sync.labels(store).observe(seconds)
 
     def set_role(self, role: str) -> None:
         for name in ("leader", "follower", "candidate", "learner", "observer"):

@@ -4,9 +4,11 @@ back from its files (API addresses, pid files, data dirs), and always stopped.""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import tomllib
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ class NodeInfo:
     pid: int
     data_dir: Path
     consenter: bool
+    metrics: str = ""  # host:port of /metrics ("" when off)
 
 
 class Consortium:
@@ -47,7 +50,14 @@ class Consortium:
             pid = int((self.root / "run" / f"{name}.pid").read_text())
             data_dir = (config.parent / data["node"].get("data_dir", "data")).resolve()
             self.nodes.append(
-                NodeInfo(name, data["api"]["listen"], pid, data_dir, name in consenting)
+                NodeInfo(
+                    name,
+                    data["api"]["listen"],
+                    pid,
+                    data_dir,
+                    name in consenting,
+                    data.get("metrics", {}).get("listen", ""),
+                )
             )
         self.remember_pids()
 
@@ -71,6 +81,19 @@ class Consortium:
         for node in self.nodes:
             with Client(node.api, timeout_s=10) as client:
                 out[node.name] = client.status().height
+        return out
+
+    def disk_syncs(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Each node's synced writes so far, by store: count, seconds in total, and how
+        many took over 100 ms (from `medledger_disk_sync_seconds` on /metrics)."""
+        out = {}
+        for node in self.nodes:
+            if node.metrics:
+                try:
+                    with urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5) as r:
+                        out[node.name] = sync_totals(r.read().decode())
+                except OSError:
+                    continue
         return out
 
     def roles(self) -> dict[str, str]:
@@ -125,6 +148,33 @@ class Consortium:
             except (psutil.Error, ProcessLookupError):
                 continue
         return result
+
+
+_SYNC_LINE = re.compile(
+    r'^medledger_disk_sync_seconds_(bucket|count|sum)\{(?:le="([^"]+)",)?store="([^"]+)"'
+    r'(?:,le="([^"]+)")?\} (\S+)$'
+)
+
+
+def sync_totals(text: str) -> dict[str, dict[str, float]]:
+    """{store: {count, seconds, over_100ms}} from a Prometheus text page."""
+    out: dict[str, dict[str, float]] = {}
+    under: dict[str, float] = {}
+    for line in text.splitlines():
+        m = _SYNC_LINE.match(line)
+        if not m:
+            continue
+        kind, le1, store, le2, value = m.groups()
+        entry = out.setdefault(store, {"count": 0.0, "seconds": 0.0, "over_100ms": 0.0})
+        if kind == "count":
+            entry["count"] = float(value)
+        elif kind == "sum":
+            entry["seconds"] = float(value)
+        elif (le1 or le2) == "0.1":
+            under[store] = float(value)
+    for store, entry in out.items():
+        entry["over_100ms"] = entry["count"] - under.get(store, entry["count"])
+    return out
 
 
 def node_error(exc: BaseException) -> str:

@@ -59,6 +59,18 @@ def _node_values(values: dict[str, float]) -> str:
     return " ".join(f"{k}={v:g}" for k, v in values.items())
 
 
+def sync_line(syncs: dict[str, dict[str, dict[str, float]]]) -> str:
+    """'hosp1 raft 812 (mean 0.4 ms, 2 over 100 ms), ledger ...; hosp2 ...'"""
+    return "; ".join(
+        f"{node} "
+        + ", ".join(
+            f"{store} {v['count']} (mean {v['mean_ms']} ms, {v['over_100ms']} over 100 ms)"
+            for store, v in sorted(stores.items())
+        )
+        for node, stores in sorted(syncs.items())
+    )
+
+
 def markdown(doc: dict[str, Any]) -> str:
     lines = [
         f"# MedLedger suite `{doc['suite']}` — {doc['when']}",
@@ -84,6 +96,9 @@ def markdown(doc: dict[str, Any]) -> str:
     for r in doc["rounds"]:
         if "referral" in r:
             lines.append(_referral_line(r["round"], r["referral"]))
+    for r in doc["rounds"]:
+        if r.get("disk_syncs"):
+            lines.append(f"\n{r['round']}: synced writes {sync_line(r['disk_syncs'])}")
     sat = doc.get("saturation")
     if sat:
         lines += ["", "## Step rate", ""]

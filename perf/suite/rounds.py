@@ -129,6 +129,7 @@ def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
     ctx.pool.prepare(plans, timeout_s=60 + count * SIGN_S_PER_TX * 2)
     consortium.remember_pids()
     t0 = time.monotonic() + 0.5
+    syncs_before = consortium.disk_syncs()
     start_sample = ctx.monitor.sample()
     profilers = _profilers(ctx, rnd)
     try:
@@ -163,4 +164,23 @@ def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
     row["window"] = [round(t0 - ctx.origin, 2), round(end_sample.t - ctx.origin, 2)]
     row["heights"] = {n: [before[n], after[n]] for n in after}
     row["roles"] = consortium.roles()
+    row["disk_syncs"] = sync_delta(syncs_before, consortium.disk_syncs())
     return row
+
+
+def sync_delta(
+    before: dict[str, dict[str, dict[str, float]]], after: dict[str, dict[str, dict[str, float]]]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Per node and store, the round's synced writes: count, mean and over-100-ms count."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for node, stores in after.items():
+        for store, end in stores.items():
+            start = before.get(node, {}).get(store, {})
+            count = end["count"] - start.get("count", 0.0)
+            seconds = end["seconds"] - start.get("seconds", 0.0)
+            out.setdefault(node, {})[store] = {
+                "count": int(count),
+                "mean_ms": round(1000 * seconds / count, 3) if count else 0.0,
+                "over_100ms": int(end["over_100ms"] - start.get("over_100ms", 0.0)),
+            }
+    return out

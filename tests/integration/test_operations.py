@@ -12,6 +12,7 @@ from pathlib import Path
 from netutil import Net, medledger
 
 from node.sdk.client import Client, Identity
+from perf.suite.consortium import sync_totals
 
 
 def _scrape(url: str) -> str:
@@ -72,6 +73,11 @@ def test_metrics_move_and_healthz(net: Net) -> None:
     assert _metric(second, 'medledger_txs_committed_total{code="VALID"}') == 3
     assert _metric(second, "medledger_tx_latency_seconds_count") == 3
     assert _metric(second, 'medledger_raft_role{role="leader"}') == 1
+    # Every block is a synced Raft save and a synced ledger batch; the perf suite reads
+    # the same histogram back.
+    syncs = sync_totals(second)
+    assert syncs["raft"]["count"] >= 3 and syncs["ledger"]["count"] >= 3
+    assert syncs["ledger"]["seconds"] > 0
     assert node.proc is not None
 
 
