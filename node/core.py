@@ -219,7 +219,8 @@ class NodeCore:
 
     def record_applied(self, index: int) -> None:
         """A NOOP or CONFIG entry makes no block; only the applied index moves."""
-        self.ledger.store.write({RAFT_APPLIED: index.to_bytes(8, "big")}, set(), sync=True)
+        # Unsynced like a block (decision 010): Ledger.sync() precedes log compaction.
+        self.ledger.store.write({RAFT_APPLIED: index.to_bytes(8, "big")}, set(), sync=False)
 
     def committed(self, write: BlockWrite, now_ms: int) -> None:
         """Resolve waiters and wake block streams after `write` is on disk."""

@@ -38,7 +38,7 @@ from node.genesis import load as load_genesis
 from node.gossip import BLOCKS as GOSSIP_BLOCKS
 from node.gossip import TXS as GOSSIP_TXS
 from node.gossip import Gossip, LatestOnly
-from node.ledger.kvstore import LevelDBKV
+from node.ledger.kvstore import LevelDBKV, StoreError
 from node.ledger.ledger import BlockWrite, Ledger, LedgerError
 from node.libp2p_network import Libp2pNetwork, Peer
 from node.mempool.mempool import Mempool, MempoolLimits
@@ -86,6 +86,10 @@ class Services:
     def close(self) -> None:
         for engine in self.engines:
             engine.close()
+        try:
+            self.ledger.sync()  # blocks are written unsynced (decision 010)
+        except StoreError as exc:
+            log.warning("ledger_sync_failed", error=str(exc))
         self.store.close()
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 TIP = b"m/tip"
 CHAIN_ID = b"m/chain_id"
 RAFT_APPLIED = b"m/raft_applied"
+# Written by Ledger.sync(): the height the last synced write covered (informational).
+SYNCED = b"m/synced"
 BLOCK = b"b/"
 RESULTS = b"r/"
 HASH = b"h/"

@@ -227,6 +227,17 @@ class Ledger:
         tip = Tip(height, write.block_hash, write.header.state_hash, write.header.timestamp_ms)
         puts[layout.TIP] = tip.encode()
         puts.update(write.extra)
-        self.store.write(puts, deletes, sync=True)
+        # One atomic batch, not synced (decision 010): a block and its applied Raft index
+        # land together or not at all, and after a power loss the ledger is a consistent
+        # earlier prefix; the Raft log, synced before the entry committed, is applied
+        # again from there. `sync()` runs before that log is compacted.
+        self.store.write(puts, deletes, sync=False)
         self.tip = tip
         return tip
+
+    def sync(self) -> int:
+        """Make every write so far durable (one synced LevelDB write: its log is synced,
+        and with it every earlier unsynced write). Returns the height it covers."""
+        height = self.tip.height
+        self.store.write({layout.SYNCED: height.to_bytes(8, "big")}, set(), sync=True)
+        return height

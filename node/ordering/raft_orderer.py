@@ -288,6 +288,9 @@ class RaftOrderer:
         if index - self._snapshot_index < COMPACT_EVERY:
             return
         snapshot = self.raft.make_snapshot(index, b"")
+        # Blocks are written unsynced (decision 010): the entries compacted away must be
+        # in the ledger on disk first, or a power loss would leave nothing to apply again.
+        await trio.to_thread.run_sync(self.core.ledger.sync)
         await trio.to_thread.run_sync(self.storage.compact, snapshot)
         self._snapshot_index = index
 

@@ -14,7 +14,8 @@ Systems: medledger (durable: the nodes' Raft write-ahead log, wal_storage.py, sy
 Raft asks; the leader sends before its own save, thesis §10.2.1), medledger-leveldb and
 medledger-lazy-leveldb (the Raft log in LevelDB, as earlier builds), pysyncobj (SyncObjConf
 defaults: in-memory log, no fsync), pysyncobj-tuned (the same with the low-latency
-settings in PYSYNCOBJ_TUNED), and diagnostics medledger-sync (persist before sending
+settings in PYSYNCOBJ_TUNED), pysyncobj-journal (tuned, with PySyncObj's persistent
+journal file, which it never fsyncs), and diagnostics medledger-sync (persist before sending
 everywhere, as before), medledger-lazy (commits ride on the next APPEND or heartbeat),
 medledger-writer (the leader's saves in one writer thread, Readys pipelined),
 medledger-nofsync, medledger-thread (fsync in a worker thread, persist first),
@@ -62,6 +63,7 @@ SYSTEMS = (
     "medledger-nocompact",
     "pysyncobj",
     "pysyncobj-tuned",
+    "pysyncobj-journal",
 )
 DURABLE = {s: s.startswith("medledger") and s != "medledger-nofsync" for s in SYSTEMS}
 # PySyncObj's defaults send batched append entries only every appendEntriesPeriod (0.1 s)
@@ -91,14 +93,18 @@ def member_commands(
     py = sys.executable
     commands = []
     if system.startswith("pysyncobj"):
-        if system == "pysyncobj-tuned":
+        if system in ("pysyncobj-tuned", "pysyncobj-journal"):
             syncobj_conf = PYSYNCOBJ_TUNED + syncobj_conf
         for i in range(3):
             partners = ",".join(str(p) for j, p in enumerate(raft_ports) if j != i)
+            member_conf = list(syncobj_conf)
+            if system == "pysyncobj-journal":
+                journal = workdir / f"syncobj-{i}.journal"
+                member_conf.append(f"journalFile={json.dumps(str(journal))}")
             commands.append(
                 [py, "-m", "perf.raft.syncobj_member", "--self", str(raft_ports[i])]
                 + ["--partners", partners, "--client-port", str(client_ports[i])]
-                + [arg for item in syncobj_conf for arg in ("--conf", item)]
+                + [arg for item in member_conf for arg in ("--conf", item)]
             )
         return commands, client_ports
     ids = [f"n{i + 1}" for i in range(3)]
@@ -306,6 +312,10 @@ def main() -> int:
             "medledger-lazy-bigbuf": "medledger-lazy and medledger-bigbuf together",
             "pysyncobj": "0.3.17, SyncObjConf() defaults, in-memory log, no fsync",
             "pysyncobj-tuned": f"as pysyncobj, with {', '.join(PYSYNCOBJ_TUNED)}",
+            "pysyncobj-journal": (
+                "as pysyncobj-tuned, with journalFile (PySyncObj's persistent log: an "
+                "mmap'd file written on every entry, never msync'd or fsync'd while running)"
+            ),
         },
         "results": results,
         "summary": summarise(results),

@@ -100,3 +100,63 @@ async def test_a_slow_block_does_not_stop_the_ready_loop(tmp_path: Path) -> None
     finally:
         core.gate.set()
         kv.close()
+
+
+class SyncingCore(SlowCore):
+    """Records, for every ledger sync, how far the applier had got."""
+
+    def __init__(self, events: list[tuple[str, int]]) -> None:
+        super().__init__()
+        self.gate.set()
+        self.ledger.sync = lambda: events.append(("sync", self.applied[-1]))
+
+
+async def test_the_ledger_is_synced_before_the_raft_log_is_compacted(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Blocks are written unsynced (decision 010): whatever the Raft log compacts away
+    must already be in the ledger on disk, or a power loss would leave nothing to apply
+    again."""
+    import node.ordering.raft_orderer as raft_orderer
+
+    monkeypatch.setattr(raft_orderer, "COMPACT_EVERY", 3)
+    monkeypatch.setattr(raft_orderer, "COMPACT_KEEP", 2)
+    events: list[tuple[str, int]] = []
+    kv = LevelDBKV(tmp_path / "raft")
+    storage = LevelDBStorage.initialize(kv.prefixed(b"raft/"), Membership.of(["n1"]))
+    compact = storage.compact
+
+    def recording_compact(snapshot: Any) -> None:
+        events.append(("compact", snapshot.meta.index))
+        compact(snapshot)
+
+    storage.compact = recording_compact  # type: ignore[method-assign]
+    raft = RawNode(RaftConfig(id="n1"), storage, random.Random(1))
+    core = SyncingCore(events)
+    cutter: Any = SimpleNamespace(
+        next_deadline_ms=lambda oldest: None, should_cut=lambda n, size, oldest, now: False
+    )
+    orderer = RaftOrderer(core, cutter, metrics(), raft, storage, 0.05)  # type: ignore[arg-type]
+    batch = ledger_pb2.Batch(txs=[b"tx"], leader_time_ms=1, proposer="n1").SerializeToString()
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(orderer.run)
+                while orderer.role != "leader" or not core.applied:
+                    await trio.sleep(0.01)
+                for _ in range(20):
+                    last = raft.propose([batch])
+                    orderer._ready_wake.set()
+                    while orderer.applied < last:
+                        await trio.sleep(0.01)
+                orderer._ready_wake.set()
+                while not any(kind == "compact" for kind, _ in events):
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    finally:
+        kv.close()
+    compactions = [i for i, (kind, _) in enumerate(events) if kind == "compact"]
+    assert compactions
+    for i in compactions:
+        kind, synced = events[i - 1]
+        assert kind == "sync" and synced >= events[i][1], events
