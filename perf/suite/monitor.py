@@ -23,6 +23,10 @@ class Sample:
     daemon_cpu_s: dict[str, float]  # of the daemon process alone (the rest: sandbox)
     rss_mb: dict[str, float]  # the daemon process
     tree_rss_mb: dict[str, float]  # the daemon with its sandbox processes
+    # The daemon's anonymous memory (RssAnon): its heap, without file pages it maps.
+    # LevelDB maps its table files, so RSS also counts the ledger pages the node has
+    # read (page cache the kernel can take back); RssAnon is what the process holds.
+    anon_mb: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -31,6 +35,17 @@ class NodeProbe:
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
     _gone_cpu: float = 0.0  # CPU of tree members that exited, kept so totals never drop
     _last: dict[int, float] = field(default_factory=dict)
+
+    def anon_mb(self) -> float:
+        """The daemon's RssAnon in MB (0.0 when it is gone)."""
+        try:
+            with open(f"/proc/{self.node.pid}/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
 
     def read(self) -> tuple[float, float, float, float]:
         """(cumulative tree CPU s, daemon CPU s, daemon RSS MB, tree RSS MB)."""
@@ -76,12 +91,13 @@ class Monitor:
         self._thread.start()
 
     def sample(self) -> Sample:
-        cpu, daemon, rss, tree = {}, {}, {}, {}
+        cpu, daemon, rss, tree, anon = {}, {}, {}, {}, {}
         with self._lock:
             for probe in self.probes:
                 name = probe.node.name
                 cpu[name], daemon[name], rss[name], tree[name] = probe.read()
-            sample = Sample(time.monotonic(), cpu, daemon, rss, tree)
+                anon[name] = probe.anon_mb()
+            sample = Sample(time.monotonic(), cpu, daemon, rss, tree, anon)
             self.samples.append(sample)
         return sample
 

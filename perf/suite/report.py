@@ -97,6 +97,11 @@ def markdown(doc: dict[str, Any]) -> str:
         if "referral" in r:
             lines.append(_referral_line(r["round"], r["referral"]))
     for r in doc["rounds"]:
+        for key, what in (("rss_minute_medians", "RSS"), ("rss_anon_minute_medians", "RssAnon")):
+            if r.get(key):
+                per_node = "; ".join(f"{n} {v}" for n, v in sorted(r[key].items()))
+                lines.append(f"\n{r['round']}: {what} minute medians (MB): {per_node}")
+    for r in doc["rounds"]:
         if r.get("disk_syncs"):
             lines.append(f"\n{r['round']}: synced writes {sync_line(r['disk_syncs'])}")
     sat = doc.get("saturation")

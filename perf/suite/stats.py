@@ -14,6 +14,8 @@ Definitions (issue 9):
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,12 +172,35 @@ def node_costs(samples: list[Sample], committed: int, rnd: Round) -> dict[str, A
             n: round(max(v) / min(v), 3) if v and min(v) > 0 else 0.0 for n, v in rss_series.items()
         },
     }
+    out["rss_anon_mb"] = {n: round(v, 1) for n, v in last.anon_mb.items()}
     if rnd.soak:
         out["rss_series"] = [
             {"t": round(s.t - first.t, 1), **{n: round(v, 1) for n, v in s.rss_mb.items()}}
             for s in samples
         ]
+        out["rss_anon_series"] = [
+            {"t": round(s.t - first.t, 1), **{n: round(v, 1) for n, v in s.anon_mb.items()}}
+            for s in samples
+        ]
+        out["rss_minute_medians"] = minute_medians(samples, lambda s: s.rss_mb)
+        out["rss_anon_minute_medians"] = minute_medians(samples, lambda s: s.anon_mb)
     return out
+
+
+def minute_medians(
+    samples: list[Sample], values: Callable[[Sample], dict[str, float]]
+) -> dict[str, list[float]]:
+    """Per node, the median of each whole or partial minute of samples."""
+    first = samples[0].t
+    minutes: dict[str, dict[int, list[float]]] = {}
+    for s in samples:
+        for n, v in values(s).items():
+            if v:
+                minutes.setdefault(n, {}).setdefault(int((s.t - first) // 60), []).append(v)
+    return {
+        n: [round(statistics.median(vs), 1) for _, vs in sorted(by.items())]
+        for n, by in minutes.items()
+    }
 
 
 def round_row(

@@ -62,6 +62,9 @@ def test_tiny_round_reports_every_field(tmp_path: Path) -> None:
         # Only the round's own transactions are counted (marked by its tag in their args).
         assert row["committed_by_node"] == {"hosp1": row["success"]}, row["round"]
         assert set(row["cpu_s_per_tx"]) == set(row["rss_mb"]) == {"hosp1"}
+        # Anonymous memory is part of RSS (which also counts mapped ledger files).
+        assert 0 < row["rss_anon_mb"]["hosp1"] <= row["rss_mb"]["hosp1"]
+        assert row["disk_syncs"]["hosp1"]["raft"]["count"] > 0
     assert doc["rounds"][0]["success"] == 400
     # Referral chains: 30 creates at 30/s, each releasing its receive, then its accept.
     ref = doc["rounds"][2]
@@ -98,3 +101,15 @@ def test_a_round_longer_than_a_transaction_lives_is_refused(tmp_path: Path) -> N
     assert config.load(ok).rounds
     with pytest.raises(config.ConfigError, match="must be at most 420 s"):
         config.load(ok, {"duration_s": 900.0})  # --duration is checked too
+
+
+def test_minute_medians_group_samples_by_whole_minutes() -> None:
+    from perf.suite.monitor import Sample
+    from perf.suite.stats import minute_medians
+
+    def at(t: float, mb: float) -> Sample:
+        return Sample(t, {}, {}, {"n": mb}, {}, {"n": mb / 2})
+
+    samples = [at(100, 10), at(130, 30), at(159, 20), at(160, 50), at(219, 70), at(221, 0)]
+    assert minute_medians(samples, lambda s: s.rss_mb) == {"n": [20.0, 60.0]}
+    assert minute_medians(samples, lambda s: s.anon_mb) == {"n": [10.0, 30.0]}
