@@ -27,3 +27,19 @@ def cpu_seconds(fields: list[str]) -> float:
 def rss_bytes(fields: list[str]) -> int:
     """Resident set size from `stat_fields`."""
     return int(fields[21]) * PAGE_BYTES
+
+
+def rss_parts_bytes(pid: int) -> dict[str, int]:
+    """RssAnon (the process's own memory), RssFile (file pages it maps: LevelDB maps its
+    table files, so these grow with the ledger pages read, and the kernel can take them
+    back) and RssShmem from /proc/<pid>/status; {} when the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        if line.startswith("Rss"):
+            name, _, value = line.partition(":")
+            out[name] = int(value.split()[0]) * 1024
+    return out

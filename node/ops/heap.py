@@ -1,8 +1,9 @@
 """Where a running node's memory goes, for the admin socket's `heap` operation.
 
-Always: resident set size, Python's allocated blocks and the garbage collector's
-tracked objects. With tracing on (start the node with PYTHONTRACEMALLOC=1, which costs
-CPU, so only while diagnosing) also the source lines that hold the most Python memory.
+Always: resident set size (and its anonymous and file-backed parts), Python's allocated
+blocks and the garbage collector's tracked objects. With tracing on (start the node with
+PYTHONTRACEMALLOC=1, which costs CPU, so only while diagnosing) also the source lines
+that hold the most Python memory.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from node import procstat
 
 def heap_report(top: int) -> dict[str, Any]:
     fields = procstat.stat_fields(os.getpid())
+    parts = procstat.rss_parts_bytes(os.getpid())
     report: dict[str, Any] = {
         "rss_mb": round(procstat.rss_bytes(fields) / 2**20, 1) if fields else None,
+        # RSS = anonymous memory (the process's own) + mapped files (LevelDB's table
+        # files: ledger pages read, which the kernel can take back) + shared memory.
+        "rss_anon_mb": round(parts.get("RssAnon", 0) / 2**20, 1),
+        "rss_file_mb": round(parts.get("RssFile", 0) / 2**20, 1),
         "python_blocks": sys.getallocatedblocks(),
         "gc_objects": len(gc.get_objects()),
         "tracing": tracemalloc.is_tracing(),

@@ -92,6 +92,7 @@ def test_admin_log_level_and_backup_under_load_restores(net: Net, tmp_path: Path
     assert heap.rc == 0, heap.out + heap.err
     report = heap.json()
     assert report["rss_mb"] > 10 and report["gc_objects"] > 1000
+    assert 0 < report["rss_anon_mb"] <= report["rss_mb"] and report["rss_file_mb"] >= 0
     assert report["tracing"] is False and "PYTHONTRACEMALLOC" in report["hint"]
     bad = medledger("admin", "heap", "--config", config, "--top", "0", "--json")
     assert bad.rc == 1 and "top must be" in bad.out + bad.err
