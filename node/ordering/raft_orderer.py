@@ -224,6 +224,9 @@ class RaftOrderer:
                     if isinstance(item, int):
                         if self.on_snapshot is not None:
                             await self.on_snapshot(item)
+                        # The log now starts at the snapshot: the blocks that caught the
+                        # ledger up to it (written unsynced, decision 010) go to disk.
+                        await trio.to_thread.run_sync(self.core.ledger.sync)
                         self.applied = max(self.applied, self.core.ledger.raft_applied())
                     else:
                         for entry in item:

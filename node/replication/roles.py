@@ -72,6 +72,10 @@ def open_raft(
     its log starts after that block's Raft entry, so nothing is applied twice and the
     leader sends only what follows. A node that kept its log in the ledger's LevelDB
     (under `raft/`, as earlier builds did) has it moved into the write-ahead log once."""
+    # Blocks are written unsynced (decision 010), and a log started below may begin at
+    # the ledger's newest block: what it starts after must be on disk first, or after a
+    # power loss the ledger would be behind the log's start.
+    ledger.sync()
     directory = store.path.parent / "raft"
     old = store.prefixed(b"raft/")
     tip_index, tip_term = _tip_raft_position(ledger)

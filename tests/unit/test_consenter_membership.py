@@ -289,3 +289,30 @@ def test_a_log_compacted_past_a_restored_ledger_starts_again_at_its_newest_block
         storage.close()
     finally:
         store.close()
+
+
+def test_a_raft_log_is_opened_only_after_the_ledger_is_on_disk(
+    tmp_path: Path, genesis: Genesis, make_tx: TxFactory, t0: int
+) -> None:
+    """A node that becomes a consenter starts its Raft log after its newest block; that
+    block, written unsynced (decision 010), is synced first, so a power loss cannot leave
+    the ledger behind the log's start."""
+    from node.chain import build_executor
+    from node.execution.consenter_gov import genesis_consenters
+    from node.ledger import layout
+
+    from .builders import metered_engine
+
+    store = LevelDBKV(tmp_path / "ledger")
+    try:
+        ledger = Ledger(store, genesis)
+        executor = build_executor(genesis, ledger, metered_engine(genesis))
+        commit(executor, ledger, [make_tx()], t0, index=7)
+        assert store.get(layout.SYNCED) is None
+        founders = genesis_consenters(genesis.config)
+        _, storage = open_raft(store, genesis, ledger, "hosp9", frozenset(founders), b"s")
+        assert store.get(layout.SYNCED) == (1).to_bytes(8, "big")  # synced at height 1
+        assert storage.snapshot().index == 7
+        storage.close()
+    finally:
+        store.close()

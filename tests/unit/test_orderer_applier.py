@@ -160,3 +160,36 @@ async def test_the_ledger_is_synced_before_the_raft_log_is_compacted(
     for i in compactions:
         kind, synced = events[i - 1]
         assert kind == "sync" and synced >= events[i][1], events
+
+
+async def test_the_ledger_is_synced_after_catching_up_to_a_snapshot(tmp_path: Path) -> None:
+    """A snapshot from the leader moves the log's start; the blocks block sync wrote to
+    reach it (unsynced, decision 010) must be on disk before anything relies on that."""
+    events: list[tuple[str, int]] = []
+    kv = LevelDBKV(tmp_path / "raft")
+    storage = LevelDBStorage.initialize(kv.prefixed(b"raft/"), Membership.of(["n1"]))
+    raft = RawNode(RaftConfig(id="n1"), storage, random.Random(1))
+    core = SyncingCore(events)
+    cutter: Any = SimpleNamespace(
+        next_deadline_ms=lambda oldest: None, should_cut=lambda n, size, oldest, now: False
+    )
+    orderer = RaftOrderer(core, cutter, metrics(), raft, storage, 0.05)  # type: ignore[arg-type]
+
+    async def catch_up(index: int) -> None:
+        core.applied.append(index)  # the blocks up to the snapshot, by block sync
+        events.append(("snapshot", index))
+
+    orderer.on_snapshot = catch_up
+    try:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(orderer.run)
+                while orderer.role != "leader" or not core.applied:
+                    await trio.sleep(0.01)
+                await orderer._to_apply.send(40)
+                while ("sync", 40) not in events:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    finally:
+        kv.close()
+    assert events.index(("snapshot", 40)) < events.index(("sync", 40))
