@@ -235,9 +235,7 @@ class Ledger:
         self.tip = tip
         return tip
 
-    def sync(self) -> int:
+    def sync(self) -> None:
         """Make every write so far durable (one synced LevelDB write: its log is synced,
-        and with it every earlier unsynced write). Returns the height it covers."""
-        height = self.tip.height
-        self.store.write({layout.SYNCED: height.to_bytes(8, "big")}, set(), sync=True)
-        return height
+        and with it every earlier unsynced write)."""
+        self.store.write({layout.SYNCED: self.tip.height.to_bytes(8, "big")}, set(), sync=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]  # psutil ships no type hints
 
+from node import procstat
 from perf.suite.consortium import NodeInfo
 
 MB = 1024 * 1024
@@ -38,14 +39,7 @@ class NodeProbe:
 
     def anon_mb(self) -> float:
         """The daemon's RssAnon in MB (0.0 when it is gone)."""
-        try:
-            with open(f"/proc/{self.node.pid}/status") as f:
-                for line in f:
-                    if line.startswith("RssAnon:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
+        return procstat.rss_parts_bytes(self.node.pid).get("RssAnon", 0) / MB
 
     def read(self) -> tuple[float, float, float, float]:
         """(cumulative tree CPU s, daemon CPU s, daemon RSS MB, tree RSS MB)."""

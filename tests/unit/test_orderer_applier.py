@@ -5,8 +5,10 @@ stall window made the leader send the same entries again)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -63,43 +65,59 @@ def metrics() -> Any:
     )
 
 
-async def test_a_slow_block_does_not_stop_the_ready_loop(tmp_path: Path) -> None:
+BATCH = ledger_pb2.Batch(txs=[b"tx"], leader_time_ms=1, proposer="n1").SerializeToString()
+
+
+@contextlib.asynccontextmanager
+async def leading_orderer(
+    tmp_path: Path, core: Any, wrap: Callable[[LevelDBStorage], None] = lambda storage: None
+) -> AsyncIterator[tuple[RawNode, RaftOrderer]]:
+    """A one-member Raft orderer over `core` (its storage passed to `wrap` first),
+    running, leader, with its first entry applied; stopped when the block ends. The
+    whole block must finish within 10 s."""
     kv = LevelDBKV(tmp_path / "raft")
-    storage = LevelDBStorage.initialize(kv.prefixed(b"raft/"), Membership.of(["n1"]))
-    raft = RawNode(RaftConfig(id="n1"), storage, random.Random(1))
-    core = SlowCore()
-    cutter: Any = SimpleNamespace(
-        next_deadline_ms=lambda oldest: None, should_cut=lambda n, size, oldest, now: False
-    )
-    orderer = RaftOrderer(core, cutter, metrics(), raft, storage, 0.05)  # type: ignore[arg-type]
-    batch = ledger_pb2.Batch(txs=[b"tx"], leader_time_ms=1, proposer="n1").SerializeToString()
     try:
+        storage = LevelDBStorage.initialize(kv.prefixed(b"raft/"), Membership.of(["n1"]))
+        wrap(storage)
+        raft = RawNode(RaftConfig(id="n1"), storage, random.Random(1))
+        cutter: Any = SimpleNamespace(
+            next_deadline_ms=lambda oldest: None, should_cut=lambda n, size, oldest, now: False
+        )
+        orderer = RaftOrderer(core, cutter, metrics(), raft, storage, 0.05)
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 await nursery.start(orderer.run)
                 while orderer.role != "leader" or not core.applied:
                     await trio.sleep(0.01)
-                raft.propose([batch])
-                orderer._ready_wake.set()
-                while not core.stuck.is_set():
-                    await trio.sleep(0.01)
-                # The first block is stuck in the applier; what follows still commits.
-                last = 0
-                for _ in range(4):
-                    last = raft.propose([batch])
-                    orderer._ready_wake.set()
-                while raft.status().committed < last:
-                    await trio.sleep(0.01)
-                assert len(core.applied) == 1
-                core.gate.set()
-                while core.applied[-1] < last:
-                    await trio.sleep(0.01)
-                assert core.applied == sorted(core.applied) == list(range(1, last + 1))
-                assert orderer.applied == last
+                yield raft, orderer
                 nursery.cancel_scope.cancel()
     finally:
-        core.gate.set()
         kv.close()
+
+
+async def test_a_slow_block_does_not_stop_the_ready_loop(tmp_path: Path) -> None:
+    core = SlowCore()
+    try:
+        async with leading_orderer(tmp_path, core) as (raft, orderer):
+            raft.propose([BATCH])
+            orderer._ready_wake.set()
+            while not core.stuck.is_set():
+                await trio.sleep(0.01)
+            # The first block is stuck in the applier; what follows still commits.
+            last = 0
+            for _ in range(4):
+                last = raft.propose([BATCH])
+                orderer._ready_wake.set()
+            while raft.status().committed < last:
+                await trio.sleep(0.01)
+            assert len(core.applied) == 1
+            core.gate.set()
+            while core.applied[-1] < last:
+                await trio.sleep(0.01)
+            assert core.applied == sorted(core.applied) == list(range(1, last + 1))
+            assert orderer.applied == last
+    finally:
+        core.gate.set()
 
 
 class SyncingCore(SlowCore):
@@ -122,39 +140,26 @@ async def test_the_ledger_is_synced_before_the_raft_log_is_compacted(
     monkeypatch.setattr(raft_orderer, "COMPACT_EVERY", 3)
     monkeypatch.setattr(raft_orderer, "COMPACT_KEEP", 2)
     events: list[tuple[str, int]] = []
-    kv = LevelDBKV(tmp_path / "raft")
-    storage = LevelDBStorage.initialize(kv.prefixed(b"raft/"), Membership.of(["n1"]))
-    compact = storage.compact
 
-    def recording_compact(snapshot: Any) -> None:
-        events.append(("compact", snapshot.meta.index))
-        compact(snapshot)
+    def record_compactions(storage: LevelDBStorage) -> None:
+        compact = storage.compact
 
-    storage.compact = recording_compact  # type: ignore[method-assign]
-    raft = RawNode(RaftConfig(id="n1"), storage, random.Random(1))
+        def recording_compact(snapshot: Any) -> None:
+            events.append(("compact", snapshot.meta.index))
+            compact(snapshot)
+
+        storage.compact = recording_compact  # type: ignore[method-assign]
+
     core = SyncingCore(events)
-    cutter: Any = SimpleNamespace(
-        next_deadline_ms=lambda oldest: None, should_cut=lambda n, size, oldest, now: False
-    )
-    orderer = RaftOrderer(core, cutter, metrics(), raft, storage, 0.05)  # type: ignore[arg-type]
-    batch = ledger_pb2.Batch(txs=[b"tx"], leader_time_ms=1, proposer="n1").SerializeToString()
-    try:
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(orderer.run)
-                while orderer.role != "leader" or not core.applied:
-                    await trio.sleep(0.01)
-                for _ in range(20):
-                    last = raft.propose([batch])
-                    orderer._ready_wake.set()
-                    while orderer.applied < last:
-                        await trio.sleep(0.01)
-                orderer._ready_wake.set()
-                while not any(kind == "compact" for kind, _ in events):
-                    await trio.sleep(0.01)
-                nursery.cancel_scope.cancel()
-    finally:
-        kv.close()
+    async with leading_orderer(tmp_path, core, record_compactions) as (raft, orderer):
+        for _ in range(20):
+            last = raft.propose([BATCH])
+            orderer._ready_wake.set()
+            while orderer.applied < last:
+                await trio.sleep(0.01)
+        orderer._ready_wake.set()
+        while not any(kind == "compact" for kind, _ in events):
+            await trio.sleep(0.01)
     compactions = [i for i, (kind, _) in enumerate(events) if kind == "compact"]
     assert compactions
     for i in compactions:
@@ -166,30 +171,15 @@ async def test_the_ledger_is_synced_after_catching_up_to_a_snapshot(tmp_path: Pa
     """A snapshot from the leader moves the log's start; the blocks block sync wrote to
     reach it (unsynced, decision 010) must be on disk before anything relies on that."""
     events: list[tuple[str, int]] = []
-    kv = LevelDBKV(tmp_path / "raft")
-    storage = LevelDBStorage.initialize(kv.prefixed(b"raft/"), Membership.of(["n1"]))
-    raft = RawNode(RaftConfig(id="n1"), storage, random.Random(1))
     core = SyncingCore(events)
-    cutter: Any = SimpleNamespace(
-        next_deadline_ms=lambda oldest: None, should_cut=lambda n, size, oldest, now: False
-    )
-    orderer = RaftOrderer(core, cutter, metrics(), raft, storage, 0.05)  # type: ignore[arg-type]
 
     async def catch_up(index: int) -> None:
         core.applied.append(index)  # the blocks up to the snapshot, by block sync
         events.append(("snapshot", index))
 
-    orderer.on_snapshot = catch_up
-    try:
-        with trio.fail_after(10):
-            async with trio.open_nursery() as nursery:
-                await nursery.start(orderer.run)
-                while orderer.role != "leader" or not core.applied:
-                    await trio.sleep(0.01)
-                await orderer._to_apply.send(40)
-                while ("sync", 40) not in events:
-                    await trio.sleep(0.01)
-                nursery.cancel_scope.cancel()
-    finally:
-        kv.close()
+    async with leading_orderer(tmp_path, core) as (_, orderer):
+        orderer.on_snapshot = catch_up
+        await orderer._to_apply.send(40)
+        while ("sync", 40) not in events:
+            await trio.sleep(0.01)
     assert events.index(("snapshot", 40)) < events.index(("sync", 40))
