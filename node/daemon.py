@@ -20,7 +20,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from medledger.v1 import p2p_pb2
 
-from node import logs
+from node import gctune, logs
 from node.api import server as api_server
 from node.api.gateway import Gateway
 from node.chain import build_executor, sandbox_engine
@@ -29,7 +29,6 @@ from node.codes import TxCode
 from node.config import NodeConfig
 from node.core import NodeCore
 from node.crypto import keys
-from node.disksync import SYNCS
 from node.execution.executor import BlockExecutor
 from node.execution.sandbox import SandboxEngine, Zygote
 from node.faults import GatedNetwork
@@ -51,6 +50,7 @@ from node.ops.metrics import Metrics, serve_http
 from node.ops.systemd import Notifier
 from node.records.vault import Vault
 from node.replication.role_switch import RoleSwitch
+from node.stalls import GC_PAUSES, SYNCS
 from node.vault_service import VaultService
 
 if TYPE_CHECKING:
@@ -245,6 +245,7 @@ class Node:
             )
             self.metrics.mempool_size.set(len(self.core.mempool))
             self.metrics.set_role(self.role)
+            gctune.drain()
             await trio.sleep(1.0)
 
     def stop(self) -> None:
@@ -362,8 +363,11 @@ class Node:
         )
         self.metrics.height.set(core.ledger.tip.height)
         self.metrics.set_role(self.role)
-        # Synced writes of this process's storages feed this node's histogram.
-        with SYNCS.observed(self.metrics.observe_disk_sync):
+        # Synced writes and collections of this process feed this node's histograms.
+        with (
+            SYNCS.observed(self.metrics.observe_disk_sync),
+            GC_PAUSES.observed(self.metrics.observe_gc_pause),
+        ):
             async with trio.open_nursery() as nursery:
                 self._root = nursery.cancel_scope
                 if handle_signals:
@@ -463,6 +467,8 @@ def capture_to(path: Path) -> Callable[[str, str, bytes], None]:
 
 def run(config: NodeConfig, zygote: Zygote) -> None:
     services = open_node(config, zygote)
+    frozen = gctune.tune()
+    log.info("gc_tuned", frozen_objects=frozen, thresholds=list(gctune.THRESHOLDS))
     try:
         trio.run(serve, services)
     except BaseExceptionGroup as group:

@@ -61,7 +61,7 @@ from node.consensus.entry import EMPTY_SNAPSHOT, Entry, EntryKind, HardState, Sn
 from node.consensus.errors import StorageCorrupted, UnavailableError
 from node.consensus.membership import Membership, decode_membership, encode_membership
 from node.consensus.resident import RESIDENT_BYTES, ResidentStorage
-from node.disksync import SYNCS
+from node.stalls import SYNCS
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 SUFFIX = ".wal"

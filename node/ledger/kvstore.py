@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import plyvel
 
-from node.disksync import SYNCS
+from node.stalls import SYNCS
 
 
 class StoreError(Exception):

@@ -1,7 +1,7 @@
 """Where a running node's memory goes, for the admin socket's `heap` operation.
 
 Always: resident set size (and its anonymous and file-backed parts), Python's allocated
-blocks and the garbage collector's tracked objects. With tracing on (start the node with
+blocks, the garbage collector's tracked and frozen objects. With tracing on (start the node with
 PYTHONTRACEMALLOC=1, which costs CPU, so only while diagnosing) also the source lines
 that hold the most Python memory.
 """
@@ -28,6 +28,8 @@ def heap_report(top: int) -> dict[str, Any]:
         "rss_file_mb": round(parts.get("RssFile", 0) / 2**20, 1),
         "python_blocks": sys.getallocatedblocks(),
         "gc_objects": len(gc.get_objects()),
+        # Objects made before the node opened, frozen out of collections (node/gctune.py).
+        "gc_frozen": gc.get_freeze_count(),
         "tracing": tracemalloc.is_tracing(),
     }
     if not tracemalloc.is_tracing():

@@ -73,8 +73,20 @@ class Metrics:
             registry=r,
         )
 
+        self.gc_pause = Histogram(
+            "medledger_gc_pause_seconds",
+            "Collections of Python's cyclic garbage collector (every thread waits), by "
+            "generation (2 = full)",
+            ["generation"],
+            buckets=SYNC_BUCKETS,
+            registry=r,
+        )
+
     def observe_disk_sync(self, store: str, seconds: float) -> None:
         self.disk_sync.labels(store).observe(seconds)
+
+    def observe_gc_pause(self, generation: str, seconds: float) -> None:
+        self.gc_pause.labels(generation).observe(seconds)
 
     def set_role(self, role: str) -> None:
         for name in ("leader", "follower", "candidate", "learner", "observer"):

@@ -83,17 +83,24 @@ class Consortium:
                 out[node.name] = client.status().height
         return out
 
-    def disk_syncs(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Each node's synced writes so far, by store: count, seconds in total, and how
-        many took over 100 ms (from `medledger_disk_sync_seconds` on /metrics)."""
-        out = {}
+    def stalls(self) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+        """Each node's stalls so far (from /metrics): `disk_syncs` by store
+        (`medledger_disk_sync_seconds`) and `gc_pauses` by generation
+        (`medledger_gc_pause_seconds`), each as count, seconds in total and how many took
+        over 100 ms."""
+        out: dict[str, dict[str, dict[str, dict[str, float]]]] = {
+            "disk_syncs": {},
+            "gc_pauses": {},
+        }
         for node in self.nodes:
             if node.metrics:
                 try:
                     with urllib.request.urlopen(f"http://{node.metrics}/metrics", timeout=5) as r:
-                        out[node.name] = sync_totals(r.read().decode())
+                        page = r.read().decode()
                 except OSError:
                     continue
+                out["disk_syncs"][node.name] = histogram_totals(page, "disk_sync", "store")
+                out["gc_pauses"][node.name] = histogram_totals(page, "gc_pause", "generation")
         return out
 
     def roles(self) -> dict[str, str]:
@@ -150,30 +157,29 @@ class Consortium:
         return result
 
 
-_SYNC_LINE = re.compile(
-    r'^medledger_disk_sync_seconds_(bucket|count|sum)\{(?:le="([^"]+)",)?store="([^"]+)"'
-    r'(?:,le="([^"]+)")?\} (\S+)$'
-)
-
-
-def sync_totals(text: str) -> dict[str, dict[str, float]]:
-    """{store: {count, seconds, over_100ms}} from a Prometheus text page."""
+def histogram_totals(text: str, name: str, label: str) -> dict[str, dict[str, float]]:
+    """{label value: {count, seconds, over_100ms}} of the histogram
+    `medledger_<name>_seconds{<label>=...}` on a Prometheus text page."""
+    line = re.compile(
+        rf'^medledger_{name}_seconds_(bucket|count|sum)\{{(?:le="([^"]+)",)?{label}="([^"]+)"'
+        r'(?:,le="([^"]+)")?\} (\S+)$'
+    )
     out: dict[str, dict[str, float]] = {}
     under: dict[str, float] = {}
-    for line in text.splitlines():
-        m = _SYNC_LINE.match(line)
+    for text_line in text.splitlines():
+        m = line.match(text_line)
         if not m:
             continue
-        kind, le1, store, le2, value = m.groups()
-        entry = out.setdefault(store, {"count": 0.0, "seconds": 0.0, "over_100ms": 0.0})
+        kind, le1, source, le2, value = m.groups()
+        entry = out.setdefault(source, {"count": 0.0, "seconds": 0.0, "over_100ms": 0.0})
         if kind == "count":
             entry["count"] = float(value)
         elif kind == "sum":
             entry["seconds"] = float(value)
         elif (le1 or le2) == "0.1":
-            under[store] = float(value)
-    for store, entry in out.items():
-        entry["over_100ms"] = entry["count"] - under.get(store, entry["count"])
+            under[source] = float(value)
+    for source, entry in out.items():
+        entry["over_100ms"] = entry["count"] - under.get(source, entry["count"])
     return out
 
 

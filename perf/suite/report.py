@@ -59,16 +59,19 @@ def _node_values(values: dict[str, float]) -> str:
     return " ".join(f"{k}={v:g}" for k, v in values.items())
 
 
-def sync_line(syncs: dict[str, dict[str, dict[str, float]]]) -> str:
+def stall_line(stalls: dict[str, dict[str, dict[str, float]]], prefix: str = "") -> str:
     """'hosp1 raft 812 (mean 0.4 ms, 2 over 100 ms), ledger ...; hosp2 ...'"""
     return "; ".join(
         f"{node} "
         + ", ".join(
-            f"{store} {v['count']} (mean {v['mean_ms']} ms, {v['over_100ms']} over 100 ms)"
-            for store, v in sorted(stores.items())
+            f"{prefix}{source} {v['count']} (mean {v['mean_ms']} ms, {v['over_100ms']} over 100 ms)"
+            for source, v in sorted(sources.items())
         )
-        for node, stores in sorted(syncs.items())
+        for node, sources in sorted(stalls.items())
     )
+
+
+STALL_LINES = (("disk_syncs", "synced writes", ""), ("gc_pauses", "collections", "gen "))
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -102,8 +105,9 @@ def markdown(doc: dict[str, Any]) -> str:
                 per_node = "; ".join(f"{n} {v}" for n, v in sorted(r[key].items()))
                 lines.append(f"\n{r['round']}: {what} minute medians (MB): {per_node}")
     for r in doc["rounds"]:
-        if r.get("disk_syncs"):
-            lines.append(f"\n{r['round']}: synced writes {sync_line(r['disk_syncs'])}")
+        for key, what, prefix in STALL_LINES:
+            if r.get(key):
+                lines.append(f"\n{r['round']}: {what} {stall_line(r[key], prefix)}")
     sat = doc.get("saturation")
     if sat:
         lines += ["", "## Step rate", ""]

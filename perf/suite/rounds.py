@@ -129,7 +129,7 @@ def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
     ctx.pool.prepare(plans, timeout_s=60 + count * SIGN_S_PER_TX * 2)
     consortium.remember_pids()
     t0 = time.monotonic() + 0.5
-    syncs_before = consortium.disk_syncs()
+    stalls_before = consortium.stalls()
     start_sample = ctx.monitor.sample()
     profilers = _profilers(ctx, rnd)
     try:
@@ -164,21 +164,24 @@ def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
     row["window"] = [round(t0 - ctx.origin, 2), round(end_sample.t - ctx.origin, 2)]
     row["heights"] = {n: [before[n], after[n]] for n in after}
     row["roles"] = consortium.roles()
-    row["disk_syncs"] = sync_delta(syncs_before, consortium.disk_syncs())
+    stalls_after = consortium.stalls()
+    for kind in ("disk_syncs", "gc_pauses"):
+        row[kind] = stall_delta(stalls_before[kind], stalls_after[kind])
     return row
 
 
-def sync_delta(
+def stall_delta(
     before: dict[str, dict[str, dict[str, float]]], after: dict[str, dict[str, dict[str, float]]]
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per node and store, the round's synced writes: count, mean and over-100-ms count."""
+    """Per node and source (store, generation), the round's stalls (synced writes,
+    collections): count, mean and over-100-ms count."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for node, stores in after.items():
-        for store, end in stores.items():
-            start = before.get(node, {}).get(store, {})
+    for node, sources in after.items():
+        for source, end in sources.items():
+            start = before.get(node, {}).get(source, {})
             count = end["count"] - start.get("count", 0.0)
             seconds = end["seconds"] - start.get("seconds", 0.0)
-            out.setdefault(node, {})[store] = {
+            out.setdefault(node, {})[source] = {
                 "count": int(count),
                 "mean_ms": round(1000 * seconds / count, 3) if count else 0.0,
                 "over_100ms": int(end["over_100ms"] - start.get("over_100ms", 0.0)),

@@ -139,8 +139,9 @@ def run_group(
                 f"fail {row['fail']} {row['fail_codes'] or ''}, CPU s/tx {row['cpu_s_per_tx']}",
                 flush=True,
             )
-            if row.get("disk_syncs"):
-                print(f"   synced writes: {report.sync_line(row['disk_syncs'])}", flush=True)
+            for key, what, prefix in report.STALL_LINES:
+                if row.get(key):
+                    print(f"   {what}: {report.stall_line(row[key], prefix)}", flush=True)
         ledger = _ledger_summary(consortium, rows)
     finally:
         if pool is not None:

@@ -24,6 +24,7 @@ import socket
 import sys
 import tempfile
 
+from node import gctune
 from node.execution.sandbox import confine as confine_module
 from node.execution.sandbox.channel import ChannelClosed
 from node.execution.sandbox.executor import Executor
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     # Exited workers are reaped by the kernel: no zombies even if nobody waits for them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     _warm_up(args.test_hooks)
+    gctune.freeze_before_fork()  # workers' collections skip (and do not copy) all of it
     control = socket.socket(fileno=args.control_fd)
     limits = confine_module.WorkerLimits(
         cpu_seconds=args.cpu_seconds, address_space_bytes=args.memory_bytes

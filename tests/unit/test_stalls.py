@@ -1,4 +1,5 @@
-"""Timing of synced writes (node/disksync.py): observers, the slow-sync log line."""
+"""Timing of stalls (node/stalls.py): observers, the slow-stall log line; synced ledger
+writes and garbage collections are timed."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from pathlib import Path
 
 import structlog
 
-from node.disksync import SYNCS, SyncTimes
 from node.ledger.kvstore import LevelDBKV
+from node.stalls import SYNCS, Stalls
 
 
 def test_observers_see_every_sync_and_slow_ones_are_logged_once_per_interval() -> None:
-    times = SyncTimes(slow_s=0.1, log_every_s=10.0)
+    times = Stalls("slow_disk_sync", "store", "slow_syncs", slow_s=0.1, log_every_s=10.0)
     seen: list[tuple[str, float]] = []
     with structlog.testing.capture_logs() as logs, times.observed(lambda s, t: seen.append((s, t))):
         times.record("raft", 0.002)
@@ -29,7 +30,7 @@ def test_observers_see_every_sync_and_slow_ones_are_logged_once_per_interval() -
 
 
 def test_the_next_line_after_the_interval_counts_what_was_held_back() -> None:
-    times = SyncTimes(slow_s=0.1, log_every_s=3600.0)
+    times = Stalls("slow_disk_sync", "store", "slow_syncs", slow_s=0.1, log_every_s=3600.0)
     with structlog.testing.capture_logs() as logs:
         times.record("raft", 0.2)  # logged
         times.record("raft", 0.7)  # held back
