@@ -609,9 +609,8 @@ def sweep(ctx, limit=100):
     if not isinstance(limit, int) or not 0 < limit <= 1000:
         raise ValueError("limit must be 1 to 1000")
     failed = []
-    for key, _value in ctx.range("due/"):
-        if len(failed) >= limit:
-            break
+    # Only the `limit` earliest deadlines are read: the index holds every open referral.
+    for key, _value in ctx.range("due/", limit=limit):
         deadline = int(key[4:19])
         if deadline >= ctx.block_time:
             break

@@ -19,7 +19,7 @@ from node.crypto.hashing import EMPTY_ROOT, length_prefixed, merkle_root, sha256
 from node.execution import consenter_gov, lifecycle
 from node.execution.consenter_gov import ConsenterGovernance
 from node.execution.lifecycle import Lifecycle
-from node.execution.types import Caller, ContractEngine, Invocation, Outcome
+from node.execution.types import Caller, ContractEngine, Invocation, Outcome, overlay_range
 from node.genesis import HEADER_VERSION
 from node.ledger.layout import TxLocation
 from node.ledger.ledger import BlockWrite, Ledger, StateWrite, decode_block
@@ -69,12 +69,7 @@ class BlockState:
         return self._ledger.state_get(key)
 
     def range(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        merged: dict[bytes, bytes | None] = dict(self._ledger.state_scan(prefix))
-        merged.update({k: v for k, v in self.writes.items() if k.startswith(prefix)})
-        for key in sorted(merged):
-            value = merged[key]
-            if value is not None:
-                yield key, value
+        return overlay_range(self._ledger.state_scan(prefix), self.writes, prefix)
 
 
 def write_set_hash(writes: dict[bytes, bytes | None]) -> bytes:

@@ -44,8 +44,31 @@ class StateReader(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
     def range(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Keys starting with `prefix`, in byte order, with their values."""
+        """Keys starting with `prefix`, in byte order, with their values, read as the
+        caller iterates (a caller that wants the first few reads only those)."""
         ...
+
+
+def overlay_range(
+    base: Iterator[tuple[bytes, bytes]], writes: Mapping[bytes, bytes | None], prefix: bytes
+) -> Iterator[tuple[bytes, bytes]]:
+    """`base` (keys under `prefix` in byte order) with `writes` on top (None = deleted),
+    merged lazily: the base is read only as far as the caller iterates."""
+    mine = sorted((k, v) for k, v in writes.items() if k.startswith(prefix))
+    i = 0
+    for key, value in base:
+        while i < len(mine) and mine[i][0] <= key:
+            written_key, written = mine[i]
+            i += 1
+            if written is not None:
+                yield written_key, written
+            if written_key == key:
+                break
+        else:
+            yield key, value
+    for written_key, written in mine[i:]:
+        if written is not None:
+            yield written_key, written
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ consent and break-glass, deadlines (on touch and by sweep), MDT, follow-ups."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -334,6 +335,16 @@ def test_sweep_fails_overdue_referrals_in_deadline_order(world: Chain) -> None:
         "failed": 3,
     }
     world.error(node, "referral", "sweep", limit=0)
+
+
+def test_sweep_reads_only_the_earliest_deadlines(world: Chain) -> None:
+    """The deadline index holds every open referral; the sweep, run after every block,
+    reads its first `limit` keys only, however many are open."""
+    for i in range(40):
+        create(world, referral_id=f"ref-{i}", respond_within_ms=86_400_000)
+    out = world.call(doctor("hosp1", 2), "referral", "sweep", limit=3)
+    assert out.code == TxCode.VALID and json.loads(out.result) == {"failed": []}
+    assert len([k for k in out.reads if k.startswith(b"referral/due/")]) == 3
 
 
 def test_sweep_writes_the_same_bytes_whoever_calls_it(world: Chain) -> None:

@@ -28,7 +28,7 @@ class StatePort(Protocol):
 
     def get(self, index: int, key: str) -> str | None: ...
 
-    def range(self, index: int, prefix: str) -> list[tuple[str, str]]: ...
+    def range(self, index: int, prefix: str, limit: int | None = None) -> list[tuple[str, str]]: ...
 
 
 class BlockView:
@@ -46,12 +46,25 @@ class BlockView:
             self._base[key] = self._port.get(index, key)
         return self._base[key]
 
-    def range(self, index: int, prefix: str) -> dict[str, str | None]:
-        merged: dict[str, str | None] = dict(self._port.range(index, prefix))
+    def range(
+        self, index: int, prefix: str, limit: int | None = None, hidden: int = 0
+    ) -> dict[str, str | None]:
+        """The host's keys under `prefix` with the batch's writes on top (None = deleted).
+        With a `limit`, enough host keys that the first `limit` visible ones are all here
+        even if the batch or the caller (`hidden`: its own deletions) deleted some: each
+        deletion hides at most one host key."""
+        fetch = None
+        if limit is not None:
+            fetch = limit + hidden + _deletions(self.overlay, prefix)
+        merged: dict[str, str | None] = dict(self._port.range(index, prefix, fetch))
         for key, value in self.overlay.items():
             if key.startswith(prefix):
                 merged[key] = value
         return merged
+
+
+def _deletions(writes: dict[str, str | None], prefix: str) -> int:
+    return sum(1 for k, v in writes.items() if v is None and k.startswith(prefix))
 
 
 @dataclass(frozen=True)
@@ -161,14 +174,20 @@ class Context:
             raise _fault(TxCode.PERMISSION_DENIED, "a read-only call cannot write state")
         self._writes[stored] = None
 
-    def range(self, prefix: str = "") -> list[tuple[str, Any]]:
+    def range(self, prefix: str = "", limit: int | None = None) -> list[tuple[str, Any]]:
+        """(key, value) under `prefix` in byte order of the keys; with `limit`, the first
+        `limit` only (and only those are read: a sweep over a long index stays cheap)."""
         stored_prefix = self._key(prefix)
-        merged = self._view.range(self._index, stored_prefix)
+        if limit is not None and not (type(limit) is int and limit > 0):
+            raise _fault(TxCode.CONTRACT_ERROR, "range limit must be a positive int")
+        merged = self._view.range(
+            self._index, stored_prefix, limit, _deletions(self._writes, stored_prefix)
+        )
         for key, value in self._writes.items():
             if key.startswith(stored_prefix):
                 merged[key] = value
         # Byte order of the stored keys, as StateReader.range promises.
-        keys = sorted((k for k, v in merged.items() if v is not None), key=str.encode)
+        keys = sorted((k for k, v in merged.items() if v is not None), key=str.encode)[:limit]
         self._meter.charge(len(keys) * gas.RANGE_ITEM)
         self._reads.update(keys)
         strip = len(self._prefix)

@@ -14,6 +14,7 @@ kills a fresh worker `max_attempts` times raises NondeterministicExecution.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ from node.execution.types import (
     Invocation,
     Outcome,
     StateReader,
+    overlay_range,
 )
 from node.procstat import cpu_seconds, stat_fields
 
@@ -56,14 +58,7 @@ class OverlayState:
         return self._base.get(key)
 
     def range(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        merged = dict(self._base.range(prefix))
-        for key, value in self.writes.items():
-            if key.startswith(prefix):
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-        return iter(sorted(merged.items()))
+        return overlay_range(self._base.range(prefix), self.writes, prefix)
 
 
 class SandboxEngine:
@@ -288,7 +283,11 @@ class SandboxEngine:
         if message["op"] == "get":
             value = state.get(key.encode())
             return {"v": None if value is None else value.decode()}
-        return {"items": [[k.decode(), v.decode()] for k, v in state.range(key.encode())]}
+        limit = message.get("n")
+        if limit is not None and not (type(limit) is int and limit > 0):
+            raise ProtocolViolation("malformed range limit")
+        items = itertools.islice(state.range(key.encode()), limit)
+        return {"items": [[k.decode(), v.decode()] for k, v in items]}
 
     def _convert(
         self,

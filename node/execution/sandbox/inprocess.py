@@ -8,6 +8,7 @@ and the metering fast, and shows that gas does not depend on where the code runs
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from node.codes import TxCode
@@ -36,10 +37,11 @@ class _ReaderPort:
         value = self.state.get(key.encode())
         return None if value is None else value.decode()
 
-    def range(self, index: int, prefix: str) -> list[tuple[str, str]]:
+    def range(self, index: int, prefix: str, limit: int | None = None) -> list[tuple[str, str]]:
         self._check(index, prefix)
         assert self.state is not None
-        return [(k.decode(), v.decode()) for k, v in self.state.range(prefix.encode())]
+        items = itertools.islice(self.state.range(prefix.encode()), limit)
+        return [(k.decode(), v.decode()) for k, v in items]
 
 
 class InProcessMeteredEngine:

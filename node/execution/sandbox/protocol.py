@@ -13,7 +13,9 @@ Messages (host → worker):
   {"op": "ping"}                                   → {"op": "pong"}
 State requests during a run (worker → host), each answered before the worker goes on:
   {"op": "get", "i": index, "k": stored_key}       → {"v": text | null} | {"deny": msg}
-  {"op": "range", "i": index, "p": stored_prefix}  → {"items": [[k, text], ...]} | {"deny"}
+  {"op": "range", "i": index, "p": stored_prefix, "n": limit (optional)}
+                                                   → {"items": [[k, text], ...]} | {"deny"}
+                                                     (in key order, the first `n` only)
 
 `call` and `outcome` shapes are made and checked by the functions below.
 """

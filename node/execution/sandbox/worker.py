@@ -46,8 +46,11 @@ class _HostPort:
             raise ProtocolViolation("state value is not text")
         return value
 
-    def range(self, index: int, prefix: str) -> list[tuple[str, str]]:
-        items = self._ask({"op": "range", "i": index, "p": prefix}).get("items", [])
+    def range(self, index: int, prefix: str, limit: int | None = None) -> list[tuple[str, str]]:
+        request: dict[str, Any] = {"op": "range", "i": index, "p": prefix}
+        if limit is not None:
+            request["n"] = limit
+        items = self._ask(request).get("items", [])
         return [(str(k), str(v)) for k, v in items]
 
 

@@ -53,7 +53,7 @@ class _NullPort:
     def get(self, index: int, key: str) -> str | None:
         return '{"a":[1,2]}'
 
-    def range(self, index: int, prefix: str) -> list[tuple[str, str]]:
+    def range(self, index: int, prefix: str, limit: int | None = None) -> list[tuple[str, str]]:
         return [(prefix + "x", "1")]
 
 
