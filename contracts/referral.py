@@ -58,6 +58,11 @@ MAX_CIPHERTEXT = 16384
 MAX_ID = 128
 ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:"
 ENCRYPTED_FIELDS = ("department_enc", "reason_enc", "rejection_enc", "outcome_enc")
+# Sealed fields live beside the record (`sealed/<id>/<field>`, an MDT opinion under
+# `sealed/<id>/opinion_enc/<member>`), each written once: every transition rewrites the
+# record (and the ledger keeps every version of it), which would copy the ciphertext of
+# the reason, often kilobytes, each time. `get` puts them back for the parties.
+SEALED = "sealed/"
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -173,6 +178,23 @@ def _effective_status(ctx, ref):
     if _awaiting_answer(ref["status"]) and ctx.block_time > ref["deadline"]:
         return "failed"
     return ref["status"]
+
+
+def _seal(ctx, referral_id, field, ciphertext):
+    ctx.put(SEALED + referral_id + "/" + field, ciphertext)
+
+
+def _with_sealed(ctx, ref):
+    """The record with its sealed fields, as the parties see it."""
+    for field in ENCRYPTED_FIELDS:
+        ciphertext = ctx.get(SEALED + ref["id"] + "/" + field)
+        if ciphertext is not None:
+            ref[field] = ciphertext
+    for member, signature in ref["signatures"].items():
+        opinion = ctx.get(SEALED + ref["id"] + "/opinion_enc/" + member)
+        if opinion is not None:
+            signature["opinion_enc"] = opinion
+    return ref
 
 
 def _load(ctx, referral_id):
@@ -448,8 +470,6 @@ def create(
         "target_institution": target_institution,
         "target_department": target_department,
         "to_tier": target["tier"],
-        "department_enc": department_enc,
-        "reason_enc": reason_enc,
         "records": list(records),
         "consent": consent,
         "break_glass": break_glass,
@@ -462,6 +482,8 @@ def create(
         "followups": 0,
     }
     ctx.put("referral/" + referral_id, ref)
+    _seal(ctx, referral_id, "department_enc", department_enc)
+    _seal(ctx, referral_id, "reason_enc", reason_enc)
     ctx.put(_due_key(ref), 1)
     ctx.put("inbox/" + target_institution + "/" + target_department + "/" + referral_id, 1)
     ctx.put("by_patient/" + patient + "/" + referral_id, 1)
@@ -526,7 +548,7 @@ def reject(ctx, referral_id, rejection_enc=""):
         return _failed_result(ref)
     ref["rejected_by"] = ctx.caller.identity
     ref["answered_at"] = ctx.block_time
-    ref["rejection_enc"] = rejection_enc
+    _seal(ctx, referral_id, "rejection_enc", rejection_enc)
     _move(ctx, ref, to_status, "reject", {})
     return _done(ref)
 
@@ -549,7 +571,8 @@ def sign(ctx, referral_id, opinion_enc=""):
         return _failed_result(ref)
     if ctx.caller.identity in ref["signatures"]:
         raise ValueError("this MDT member has already signed")
-    ref["signatures"][ctx.caller.identity] = {"at": ctx.block_time, "opinion_enc": opinion_enc}
+    ref["signatures"][ctx.caller.identity] = {"at": ctx.block_time}
+    _seal(ctx, referral_id, "opinion_enc/" + ctx.caller.identity, opinion_enc)
     _move(ctx, ref, to_status, "sign", {"signatures": len(ref["signatures"])})
     return _done(ref)
 
@@ -564,7 +587,7 @@ def complete(ctx, referral_id, outcome_enc=""):
     if ref["kind"] == "mdt" and signed < ref["mdt_required"]:
         raise ValueError(f"the MDT needs {ref['mdt_required']} sign-offs, it has {signed}")
     ref["completed_at"] = ctx.block_time
-    ref["outcome_enc"] = outcome_enc
+    _seal(ctx, referral_id, "outcome_enc", outcome_enc)
     _move(ctx, ref, to_status, "complete", {})
     return _done(ref)
 
@@ -633,20 +656,16 @@ def get(ctx, referral_id):
     ref = _load(ctx, referral_id)
     ref["status"] = _effective_status(ctx, ref)
     if me["role"] == "regulator":
-        for field in ENCRYPTED_FIELDS:
-            ref.pop(field, None)
-        for signature in ref["signatures"].values():
-            signature.pop("opinion_enc", None)
-        return ref
+        return ref  # the record holds no sealed field
     if me["role"] == "patient":
         if me["pseudonym"] != ref["patient"]:
             raise PermissionDenied("a patient sees only their own referrals")
-        return ref
+        return _with_sealed(ctx, ref)
     identity = ctx.caller.identity
     in_target = me["institution"] == ref["target_institution"]
     in_target = in_target and me["department"] == ref["target_department"]
     if identity == ref["requester"] or in_target or identity in ref["mdt_members"]:
-        return ref
+        return _with_sealed(ctx, ref)
     raise PermissionDenied("a referral is visible to its parties, patient and regulator")
 
 

@@ -71,6 +71,10 @@ def status(chain: Chain, rid: str = "ref-1") -> str:
     return chain.value("referral", f"referral/{rid}")["status"]
 
 
+def status_record(chain: Chain, rid: str = "ref-1") -> dict[str, Any]:
+    return chain.value("referral", f"referral/{rid}")
+
+
 def test_full_upward_path(world: Chain) -> None:
     ref = create(world)
     assert (
@@ -78,7 +82,13 @@ def test_full_upward_path(world: Chain) -> None:
         and ref["from_tier"] == "primary"
         and ref["to_tier"] == "tertiary"
     )
-    assert ref["department_enc"] == "ENC(dept)"  # stored opaque
+    # Sealed fields are stored opaque beside the record, each once (transitions rewrite
+    # the record, not the ciphertext); `get` puts them back for the parties.
+    assert "department_enc" not in ref and "reason_enc" not in status_record(world)
+    assert world.value("referral", "sealed/ref-1/department_enc") == "ENC(dept)"
+    assert world.query(TARGET, "referral", "get", referral_id="ref-1")["reason_enc"] == (
+        "ENC(reason)"
+    )
     assert world.query(TARGET2, "referral", "inbox", department="d01")[0]["id"] == "ref-1"
     world.ok(TARGET2, "referral", "receive", referral_id="ref-1")
     assert status(world) == "received"
@@ -337,6 +347,19 @@ def test_sweep_fails_overdue_referrals_in_deadline_order(world: Chain) -> None:
     world.error(node, "referral", "sweep", limit=0)
 
 
+def test_transitions_do_not_copy_the_sealed_fields(world: Chain) -> None:
+    """The reason's ciphertext is written once, at create; receive and accept rewrite
+    the record, which holds none of it."""
+    create(world, reason_enc="ENC(" + "r" * 4000 + ")")
+    for action in ("receive", "accept"):
+        out = world.call(TARGET, "referral", action, referral_id="ref-1")
+        assert out.code == TxCode.VALID
+        assert not [k for k in out.writes if k.startswith(b"referral/sealed/")]
+        assert all(b"rrrr" not in (v or b"") for v in out.writes.values())
+    ref = world.query(TARGET, "referral", "get", referral_id="ref-1")
+    assert ref["status"] == "accepted" and ref["reason_enc"].startswith("ENC(rrrr")
+
+
 def test_sweep_reads_only_the_earliest_deadlines(world: Chain) -> None:
     """The deadline index holds every open referral; the sweep, run after every block,
     reads its first `limit` keys only, however many are open."""
@@ -401,6 +424,11 @@ def test_mdt_completes_only_with_n_of_m_signatures(world: Chain) -> None:
     world.ok(TARGET, "referral", "complete", referral_id="ref-1")
     assert status(world) == "completed"
     world.error(MDT[0], "referral", "sign", referral_id="ref-1")  # too late
+    # Opinions are sealed beside the record; parties get them back, the regulator not.
+    signed = world.query(TARGET, "referral", "get", referral_id="ref-1")["signatures"]
+    assert signed[MDT[1].identity]["opinion_enc"] == "ENC(op1)"
+    seen = world.query(REGULATOR, "referral", "get", referral_id="ref-1")["signatures"]
+    assert "opinion_enc" not in seen[MDT[1].identity] and "at" in seen[MDT[1].identity]
     # MDT members read the referred record through the referral; others do not.
     assert (
         world.ok(MDT[2], "records", "access", record_id="rec-1", referral="ref-1")["basis"]
