@@ -627,8 +627,10 @@ def followup_add(ctx, referral_id, record_id="", note_enc=""):
 
 
 def sweep(ctx, limit=100):
-    """Fails, in deadline order, up to `limit` referrals whose response deadline is before
-    this block's time. The node calls it at the end of every block (any caller may)."""
+    """Looks at the `limit` earliest deadline entries and fails, in deadline order, the
+    referrals whose response deadline is before this block's time (an entry whose
+    referral was answered is dropped and counts towards the limit). The node calls it at
+    the end of every block (any caller may); what is left waits for the next block."""
     if not isinstance(limit, int) or not 0 < limit <= 1000:
         raise ValueError("limit must be 1 to 1000")
     failed = []
@@ -656,7 +658,12 @@ def get(ctx, referral_id):
     ref = _load(ctx, referral_id)
     ref["status"] = _effective_status(ctx, ref)
     if me["role"] == "regulator":
-        return ref  # the record holds no sealed field
+        # Records written by an earlier version of this contract held the sealed fields.
+        for field in ENCRYPTED_FIELDS:
+            ref.pop(field, None)
+        for signature in ref["signatures"].values():
+            signature.pop("opinion_enc", None)
+        return ref
     if me["role"] == "patient":
         if me["pseudonym"] != ref["patient"]:
             raise PermissionDenied("a patient sees only their own referrals")

@@ -360,9 +360,25 @@ def test_transitions_do_not_copy_the_sealed_fields(world: Chain) -> None:
     assert ref["status"] == "accepted" and ref["reason_enc"].startswith("ENC(rrrr")
 
 
+def test_the_regulator_never_sees_sealed_fields_of_an_older_record(world: Chain) -> None:
+    """A record written by an earlier version of the contract (before an upgrade) held
+    its sealed fields inside: the regulator's `get` still removes them."""
+    create(world)
+    legacy = status_record(world)
+    legacy["reason_enc"] = "ENC(old reason)"
+    legacy["signatures"] = {MDT[0].identity: {"at": 1, "opinion_enc": "ENC(old op)"}}
+    world.state.data[b"referral/referral/ref-1"] = json.dumps(legacy).encode()
+    seen = world.query(REGULATOR, "referral", "get", referral_id="ref-1")
+    assert "reason_enc" not in seen and "department_enc" not in seen
+    assert seen["signatures"] == {MDT[0].identity: {"at": 1}}
+    party = world.query(TARGET, "referral", "get", referral_id="ref-1")
+    assert party["reason_enc"] == "ENC(reason)"  # the sealed key wins over the old copy
+
+
 def test_sweep_reads_only_the_earliest_deadlines(world: Chain) -> None:
     """The deadline index holds every open referral; the sweep, run after every block,
-    reads its first `limit` keys only, however many are open."""
+    takes its first `limit` keys only, however many are open (that the host then reads
+    only those is tests/sandbox/test_sandbox_range.py)."""
     for i in range(40):
         create(world, referral_id=f"ref-{i}", respond_within_ms=86_400_000)
     out = world.call(doctor("hosp1", 2), "referral", "sweep", limit=3)

@@ -65,7 +65,8 @@ def test_tiny_round_reports_every_field(tmp_path: Path) -> None:
         # Anonymous memory is part of RSS (which also counts mapped ledger files).
         assert 0 < row["rss_anon_mb"]["hosp1"] <= row["rss_mb"]["hosp1"]
         assert row["disk_syncs"]["hosp1"]["raft"]["count"] > 0
-        assert "hosp1" in row["gc_pauses"] or row["gc_pauses"] == {}
+        # Collections per generation in the round; a short round may have none.
+        assert set(row["gc_pauses"]) <= {"hosp1"}
     assert doc["rounds"][0]["success"] == 400
     # Referral chains: 30 creates at 30/s, each releasing its receive, then its accept.
     ref = doc["rounds"][2]

@@ -8,4 +8,6 @@ Two nodes agree on a transaction only if they run the same code under the same v
 
 from __future__ import annotations
 
-ENGINE_VERSION = 1
+# 2: `ctx.range(prefix, limit=N)`. A module deployed for another version is refused, so a
+# node that does not know the new call halts instead of disagreeing with the others.
+ENGINE_VERSION = 2
