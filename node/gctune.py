@@ -21,7 +21,7 @@ opened):
   once-a-second metrics task.
 
 The sandbox's zygote freezes what it imported before it forks workers
-(`freeze_before_fork`), so that each worker's collections skip the inherited objects
+(`freeze`), so that each worker's collections skip the inherited objects
 and do not touch (copy) the pages they share with the zygote.
 """
 
@@ -59,8 +59,7 @@ _TIMER = _Timer()
 def tune() -> int:
     """Freezes what exists, raises the thresholds, times collections from now on.
     Returns how many objects were frozen. Calling it again freezes what was made since."""
-    gc.collect()
-    gc.freeze()
+    freeze()
     gc.set_threshold(*THRESHOLDS)
     if _TIMER not in gc.callbacks:
         gc.callbacks.append(_TIMER)
@@ -77,7 +76,8 @@ def drain(pauses: Stalls = GC_PAUSES) -> int:
     return count
 
 
-def freeze_before_fork() -> None:
-    """For a process that forks children which live long (the sandbox's zygote)."""
+def freeze() -> None:
+    """Collects, then moves every object that is left out of future collections (also
+    what a process that forks long-lived children, the sandbox's zygote, does first)."""
     gc.collect()
     gc.freeze()

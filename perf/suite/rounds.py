@@ -165,8 +165,8 @@ def run_round(ctx: RunContext, rnd: Round) -> dict[str, Any]:
     row["heights"] = {n: [before[n], after[n]] for n in after}
     row["roles"] = consortium.roles()
     stalls_after = consortium.stalls()
-    for kind in ("disk_syncs", "gc_pauses"):
-        row[kind] = stall_delta(stalls_before[kind], stalls_after[kind])
+    for kind, after_kind in stalls_after.items():
+        row[kind] = stall_delta(stalls_before[kind], after_kind)
     return row
 
 

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     # Exited workers are reaped by the kernel: no zombies even if nobody waits for them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     _warm_up(args.test_hooks)
-    gctune.freeze_before_fork()  # workers' collections skip (and do not copy) all of it
+    gctune.freeze()  # workers' collections skip (and do not copy) all of it
     control = socket.socket(fileno=args.control_fd)
     limits = confine_module.WorkerLimits(
         cpu_seconds=args.cpu_seconds, address_space_bytes=args.memory_bytes
