@@ -53,7 +53,16 @@ class Metrics:
         self.gossip_drops = Counter("medledger_gossip_drops", "Gossip messages dropped", registry=r)
         self.block_latency = Histogram(
             "medledger_block_latency_seconds",
-            "From cutting a batch to its block on disk",
+            "Applying a committed block: executing it and writing it to disk",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.block_stage = Histogram(
+            "medledger_block_stage_seconds",
+            "Where a block's time goes: wait (oldest tx in the leader's mempool until the "
+            "cut) and order (proposal until commit) on the leader that proposed it; queue "
+            "(commit until the applier takes it) and apply on every node",
+            ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -92,6 +92,10 @@ class RaftOrderer:
         self.role = "follower"
         self.leader = ""
         self._proposed: dict[int, list[PendingTx]] = {}  # Raft index -> its batch (leader)
+        # Where a block's time goes (medledger_block_stage_seconds, the block_committed
+        # log): monotonic times of proposing (leader) and of learning the commit, by index.
+        self._proposed_at: dict[int, float] = {}
+        self._committed_at: dict[int, float] = {}
         self._wake = trio.Event()
         self._ready_wake = trio.Event()
         self._applied_wake = trio.Event()
@@ -208,6 +212,10 @@ class RaftOrderer:
         if rd.snapshot is not None:
             await self._to_apply.send(rd.snapshot.index)
         if rd.committed_entries:
+            committed_at = time.monotonic()
+            for entry in rd.committed_entries:
+                if entry.kind == EntryKind.NORMAL:
+                    self._committed_at[entry.index] = committed_at
             await self._to_apply.send(list(rd.committed_entries))
         self.raft.advance(rd)
         status = self.raft.status()
@@ -248,6 +256,7 @@ class RaftOrderer:
             # mempool (if one commits after all, execution marks the copy a duplicate).
             batches = list(self._proposed.values())
             self._proposed.clear()
+            self._proposed_at.clear()
             for batch in batches:
                 self.core.requeue(batch)
             self.wake()
@@ -256,7 +265,7 @@ class RaftOrderer:
         if entry.index <= self.core.ledger.raft_applied():
             # Its block is already in the ledger: it came by block sync while this node
             # could not follow the log (a consenter that was cut off or re-joins).
-            self._proposed.pop(entry.index, None)
+            self._forget(entry.index)
             return
         if entry.kind == EntryKind.CONFIG:
             membership = decode_membership(entry.data)
@@ -272,17 +281,48 @@ class RaftOrderer:
             write = await trio.to_thread.run_sync(
                 self.core.apply_entry, batch, entry.term, entry.index, now_ms()
             )
-            self.metrics.block_latency.observe(time.monotonic() - started)
-            self._proposed.pop(entry.index, None)
+            stages = self._stages(entry.index, batch, started, time.monotonic())
             log.info(
                 "block_committed",
                 height=write.height,
                 txs=len(batch.txs),
                 hash=write.block_hash.hex()[:16],
                 raft_index=entry.index,
+                **{f"{stage}_ms": round(seconds * 1000, 1) for stage, seconds in stages.items()},
             )
         else:
             await trio.to_thread.run_sync(self.core.record_applied, entry.index)
+
+    def _forget(self, index: int) -> None:
+        self._proposed.pop(index, None)
+        self._proposed_at.pop(index, None)
+        self._committed_at.pop(index, None)
+
+    def _stages(
+        self, index: int, batch: ledger_pb2.Batch, started: float, done: float
+    ) -> dict[str, float]:
+        """Seconds a block spent in each stage, observed into the stage histogram: `wait`
+        (its oldest transaction in the leader's mempool until the cut) and `order` (the
+        proposal until the commit) only where this node proposed it, `queue` (the commit
+        until the applier took it) and `apply` (executing and writing it) everywhere."""
+        stages: dict[str, float] = {}
+        pending = self._proposed.get(index)
+        proposed_at = self._proposed_at.get(index)
+        committed_at = self._committed_at.get(index)
+        if pending:
+            oldest = min(tx.received_ms for tx in pending)
+            stages["wait"] = max(0, batch.leader_time_ms - oldest) / 1000
+        if proposed_at is not None and committed_at is not None:
+            stages["order"] = committed_at - proposed_at
+        if committed_at is not None:
+            stages["queue"] = started - committed_at
+        stages["apply"] = done - started
+        self._forget(index)
+        observe = self.metrics.block_stage.labels
+        for stage, seconds in stages.items():
+            observe(stage).observe(seconds)
+        self.metrics.block_latency.observe(done - started)
+        return stages
 
     async def _maybe_compact(self, applied: int) -> None:
         # Keep the newest COMPACT_KEEP entries: a follower a little behind gets entries,
@@ -343,6 +383,7 @@ class RaftOrderer:
             log.info("proposal_refused", reason=str(exc))
             return False
         self._proposed[index] = batch
+        self._proposed_at[index] = time.monotonic()
         self._ready_wake.set()
         return True
 

@@ -19,6 +19,9 @@ from medledger.v1 import ledger_pb2
 from node.consensus import Membership, RaftConfig, RawNode
 from node.consensus.leveldb_storage import LevelDBStorage
 from node.ledger.kvstore import LevelDBKV
+from node.mempool.mempool import PendingTx
+from node.ops.metrics import Metrics
+from node.ordering.cutter import CutterConfig
 from node.ordering.raft_orderer import RaftOrderer
 
 
@@ -55,14 +58,8 @@ class SlowCore:
         self.applied.append(index)
 
 
-def metrics() -> Any:
-    gauge = SimpleNamespace(set=lambda value: None)
-    return SimpleNamespace(
-        raft_term=gauge,
-        raft_commit_index=gauge,
-        block_latency=SimpleNamespace(observe=lambda value: None),
-        set_role=lambda role: None,
-    )
+def metrics() -> Metrics:
+    return Metrics()
 
 
 BATCH = ledger_pb2.Batch(txs=[b"tx"], leader_time_ms=1, proposer="n1").SerializeToString()
@@ -81,7 +78,9 @@ async def leading_orderer(
         wrap(storage)
         raft = RawNode(RaftConfig(id="n1"), storage, random.Random(1))
         cutter: Any = SimpleNamespace(
-            next_deadline_ms=lambda oldest: None, should_cut=lambda n, size, oldest, now: False
+            next_deadline_ms=lambda oldest: None,
+            should_cut=lambda n, size, oldest, now: False,
+            config=CutterConfig(batch_timeout_ms=100, max_block_txs=100, max_block_bytes=1 << 20),
         )
         orderer = RaftOrderer(core, cutter, metrics(), raft, storage, 0.05)
         with trio.fail_after(10):
@@ -183,3 +182,63 @@ async def test_the_ledger_is_synced_after_catching_up_to_a_snapshot(tmp_path: Pa
         while ("sync", 40) not in events:
             await trio.sleep(0.01)
     assert events.index(("snapshot", 40)) < events.index(("sync", 40))
+
+
+class ProposingCore(SlowCore):
+    """Hands the proposer one batch of two transactions received at 1,000 and 1,040 ms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate.set()
+        self.batches = [
+            [
+                PendingTx(b"a" * 32, b"tx-a", "hosp1", 10**13, 1_000),
+                PendingTx(b"b" * 32, b"tx-b", "hosp1", 10**13, 1_040),
+            ]
+        ]
+
+    def take_batch(self, now: int, max_txs: int, max_bytes: int) -> list[PendingTx]:
+        return self.batches.pop() if self.batches else []
+
+
+async def test_every_block_reports_where_its_time_went(tmp_path: Path, monkeypatch: Any) -> None:
+    """The block a node proposed is timed through wait (its oldest transaction in the
+    mempool until the cut), order, queue and apply; a block it did not propose (here, one
+    proposed to Raft directly) through queue and apply only."""
+    import node.ordering.raft_orderer as raft_orderer
+
+    monkeypatch.setattr(raft_orderer, "now_ms", lambda: 1_250)
+    core = ProposingCore()
+    async with leading_orderer(tmp_path, core) as (raft, orderer):
+        registry = orderer.metrics.registry
+
+        def count(stage: str) -> float:
+            value = registry.get_sample_value(
+                "medledger_block_stage_seconds_count", {"stage": stage}
+            )
+            return value or 0.0
+
+        before = {stage: count(stage) for stage in ("wait", "order", "queue", "apply")}
+        assert orderer._propose_once()
+        index = max(orderer._proposed)
+        while orderer.applied < index:
+            await trio.sleep(0.01)
+        assert {stage: count(stage) - before[stage] for stage in before} == {
+            "wait": 1,
+            "order": 1,
+            "queue": 1,
+            "apply": 1,
+        }
+        # 1,250 - 1,000 ms: the oldest transaction's wait, the longest in the block.
+        assert (
+            registry.get_sample_value(
+                "medledger_block_stage_seconds_bucket", {"stage": "wait", "le": "0.25"}
+            )
+            == 1
+        )
+        last = raft.propose([BATCH])
+        orderer._ready_wake.set()
+        while orderer.applied < last:
+            await trio.sleep(0.01)
+        assert count("wait") - before["wait"] == 1 and count("apply") - before["apply"] == 2
+        assert not orderer._proposed_at and not orderer._committed_at
