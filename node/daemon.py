@@ -318,11 +318,22 @@ class Node:
             if not isinstance(top, int) or not 1 <= top <= 500:
                 return {"ok": False, "error": "top must be an integer from 1 to 500"}
             return {"ok": True, **await trio.to_thread.run_sync(heap_report, top)}
+        if op == "transfer_leader":
+            target = request.get("to")
+            timeout_s = request.get("timeout_s", 10)
+            if target is not None and (not isinstance(target, str) or not target):
+                return {"ok": False, "error": "to must be a node name"}
+            if not isinstance(timeout_s, int | float) or not 0 < timeout_s <= 300:
+                return {"ok": False, "error": "timeout_s must be a number from 0 to 300"}
+            return {
+                "node": self.core.name,
+                **await self.replication.transfer_leader(target, float(timeout_s)),
+            }
         if op in ("gate", "diverge"):
             return self._fault(op, request)
         return {
             "ok": False,
-            "error": f"unknown op {op!r}; ops: status, log_level, backup, heap",
+            "error": f"unknown op {op!r}; ops: status, log_level, backup, heap, transfer_leader",
         }
 
     def _fault(self, op: str, request: dict[str, Any]) -> dict[str, Any]:

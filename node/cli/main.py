@@ -300,6 +300,10 @@ def cmd_admin(args: argparse.Namespace) -> int:
         request["level"] = args.level
     if args.op == "heap":
         request["top"] = args.top
+    if args.op == "transfer-leader":
+        request["timeout_s"] = args.timeout
+        if args.to:
+            request["to"] = args.to
     answer = _admin(args.config, request)
     emit(args, answer)
     return 0 if answer.get("ok") else 1
@@ -434,6 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--config", required=True)
     q.add_argument("--top", type=int, default=25, help="source lines to list (1-500)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_admin)
+    q = asub.add_parser(
+        "transfer-leader",
+        help="at the Raft leader: hand leadership to another consenter (before maintenance)",
+    )
+    q.add_argument("--config", required=True, help="the current leader's configuration")
+    q.add_argument("--to", help="consenter to lead (default: the one with the most of the log)")
+    q.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=cmd_admin)
     q = asub.add_parser("log-level", help="change the log level at run time")

@@ -120,7 +120,16 @@ class RawNode:
         return self.raft.propose_conf_change(change)
 
     def transfer_leader(self, target: str) -> None:
+        """At the leader: hand leadership to `target` (a voter) once its log is complete.
+        Raises NotLeader or ConfChangeRefused."""
         self.raft.transfer_leader(target)
+
+    def match_indexes(self) -> dict[str, int]:
+        """At the leader: the last index known replicated to each other member."""
+        r = self.raft
+        if r.role is not Role.LEADER:
+            return {}
+        return {node: pr.match for node, pr in r.progress.items() if node != r.id}
 
     def read_index(self, context: bytes) -> None:
         """Request a linearizable read; see Raft.read_index. Raises NotLeader when no

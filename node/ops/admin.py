@@ -8,6 +8,7 @@ SO_PEERCRED. One JSON request per connection, one JSON answer:
     {"op": "log_level", "level": "debug"}
     {"op": "backup", "dest": "/var/backups/medledger/2026-11-28"}
     {"op": "heap", "top": 25}
+    {"op": "transfer_leader", "to": "hosp2", "timeout_s": 10}   (at the leader; "to" optional)
 """
 
 from __future__ import annotations

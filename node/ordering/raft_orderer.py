@@ -387,6 +387,48 @@ class RaftOrderer:
         self._ready_wake.set()
         return True
 
+    async def transfer_leader(self, target: str | None, timeout_s: float) -> dict[str, object]:
+        """Hand leadership to `target` (default: the voter with the most of the log) and
+        wait until it leads; for maintenance (restart the leader's machine without an
+        election gap) and to place the leader. Proposals pause while it happens."""
+        status = self.raft.status()
+        if self.role != "leader":
+            return {
+                "ok": False,
+                "error": f"{self.core.name} is not the leader; the leader is "
+                f"{self.leader or 'unknown (an election is under way)'}: ask it",
+                "leader": self.leader,
+            }
+        voters = sorted(status.membership.voters - {self.core.name})
+        if target is None:
+            match = self.raft.match_indexes()
+            if not voters:
+                return {"ok": False, "error": "there is no other voter to hand leadership to"}
+            target = max(voters, key=lambda node: (match.get(node, 0), node))
+        if target == self.core.name:
+            return {"ok": True, "leader": target, "term": status.term, "moved": False}
+        if target not in voters:
+            return {
+                "ok": False,
+                "error": f"{target!r} is not a voter; voters: {', '.join(voters) or 'none'}",
+            }
+        try:
+            self.raft.transfer_leader(target)
+        except (NotLeader, ConfChangeRefused) as exc:
+            return {"ok": False, "error": f"transfer refused: {exc}"}
+        log.info("leader_transfer", to=target, term=status.term)
+        self._ready_wake.set()
+        with trio.move_on_after(timeout_s):
+            while self.leader != target:
+                await trio.sleep(self.tick_s)
+            return {"ok": True, "leader": target, "term": self.raft.status().term, "moved": True}
+        return {
+            "ok": False,
+            "error": f"{target} did not take over within {timeout_s:g} s "
+            f"(the leader is now {self.leader or 'unknown'})",
+            "leader": self.leader,
+        }
+
     async def drain(self, timeout_s: float = 30.0) -> None:
         """At shutdown: propose what is admitted and wait until our proposals applied."""
         with trio.move_on_after(timeout_s):

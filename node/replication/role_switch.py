@@ -115,6 +115,9 @@ class RoleSwitch:
     async def drain(self) -> None:
         await self.current.drain()
 
+    async def transfer_leader(self, target: str | None, timeout_s: float) -> dict[str, object]:
+        return await self.current.transfer_leader(target, timeout_s)
+
     def announce_with(self, announce: Callable[[bytes], None]) -> None:
         """Certified blocks are also announced with `announce` (gossip), by any role that
         certifies them, now and after a switch."""

@@ -261,6 +261,9 @@ class Consenter:
     async def drain(self) -> None:
         await self.orderer.drain()
 
+    async def transfer_leader(self, target: str | None, timeout_s: float) -> dict[str, object]:
+        return await self.orderer.transfer_leader(target, timeout_s)
+
     def retire(self, network: PeerNetwork, core: NodeCore) -> None:
         """After its tasks stopped: stop taking Raft frames and votes, stop voting, and
         close the Raft log (the next consenter role opens it again)."""
@@ -314,3 +317,11 @@ class Observer:
 
     async def drain(self) -> None:
         pass  # an observer orders nothing; what it admitted was forwarded
+
+    async def transfer_leader(self, target: str | None, timeout_s: float) -> dict[str, object]:
+        return {
+            "ok": False,
+            "error": "this node is an observer, not a consenter; the leader is "
+            f"{self.leader or 'unknown'}: ask it",
+            "leader": self.leader,
+        }

@@ -16,6 +16,8 @@ import psutil  # type: ignore[import-untyped]  # psutil ships no type hints
 
 from node import localnet
 from node.genesis import load as load_genesis
+from node.ops.admin import call as admin_call
+from node.ops.admin import socket_path
 from node.sdk.client import Client, ClientError
 
 VALID = 0
@@ -110,6 +112,28 @@ class Consortium:
             with Client(node.api, timeout_s=10) as client:
                 out[node.name] = client.status().role
         return out
+
+    def place_leader(self, name: str, timeout_s: float = 60) -> None:
+        """Make consenter `name` the Raft leader (`medledger admin transfer-leader` at the
+        current one). Where the leader runs moves the numbers (it admits every forwarded
+        transaction and proposes every block), so runs to be compared should place it."""
+        by_name = {node.name: node for node in self.nodes if node.consenter}
+        if name not in by_name:
+            raise SystemExit(f"--leader: {name!r} is not a consenter ({', '.join(by_name)})")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            leaders = [n for n, role in self.roles().items() if role == "leader"]
+            if leaders == [name]:
+                return
+            if len(leaders) == 1:
+                answer = admin_call(
+                    socket_path(by_name[leaders[0]].data_dir),
+                    {"op": "transfer_leader", "to": name, "timeout_s": 10},
+                )
+                if answer.get("ok"):
+                    continue
+            time.sleep(0.2)
+        raise SystemExit(f"--leader: {name} did not become the leader within {timeout_s:g} s")
 
     def count_valid(
         self, node: NodeInfo, after: int, upto: int, marks: tuple[bytes, ...] = ()

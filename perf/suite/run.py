@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, help="override every fixed rate (tx/s), e.g. a soak")
     p.add_argument("--duration", type=float, help="override every round's duration_s")
     p.add_argument("--rounds", help="comma-separated round names to run (default all)")
+    p.add_argument(
+        "--leader", help="make this consenter (e.g. hosp1) the Raft leader before the rounds"
+    )
     p.add_argument("--keep", type=Path, help="keep the network's data and logs in this folder")
     p.add_argument("--profile", default="", help="py-spy record every node in this round")
     p.add_argument(
@@ -121,6 +124,9 @@ def run_group(
             consortium.start()
         except Exception as exc:
             raise SystemExit(f"the consortium did not start: {node_error(exc)}") from exc
+        if args.leader:
+            consortium.place_leader(args.leader)
+            print(f"== leader: {args.leader}", flush=True)
         monitor = Monitor(consortium.nodes, sample_s)
         monitor.start()
         pool = ClientPool(first.clients)

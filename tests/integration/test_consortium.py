@@ -413,3 +413,55 @@ def test_without_transaction_gossip_forwarding_alone_commits_everything(tmp_path
         assert logs.count('"gossip_txs": false') == 3  # in each node_started line
     finally:
         down(root)
+
+
+def test_leadership_moves_on_request_and_the_chain_goes_on(net: Consortium) -> None:
+    """`medledger admin transfer-leader`: at the leader, to a named consenter or (default)
+    the one with the most of the log; refused with the leader's name elsewhere, and for a
+    node that is not a voter. Transactions commit under the new leader."""
+    doctor = net.identity("hosp1-doctor1")
+    old = net.leader()
+    assert old is not None
+    target = next(n for n in ["hosp1", "hosp2", "hosp3"] if n != old)
+    follower = next(n for n in ["hosp1", "hosp2", "hosp3"] if n not in (old, target))
+
+    refused = medledger(
+        "admin",
+        "transfer-leader",
+        "--config",
+        str(net.root / "nodes" / follower / "config.toml"),
+        "--to",
+        target,
+        "--json",
+    )
+    assert refused.rc == 1 and refused.json()["leader"] == old, refused.out
+    assert "not the leader" in refused.json()["error"]
+    not_voter = net.admin(old, {"op": "transfer_leader", "to": "hosp4"})
+    assert not not_voter["ok"] and "not a voter" in str(not_voter["error"])
+    assert not net.admin(old, {"op": "transfer_leader", "to": 7})["ok"]
+
+    moved = medledger(
+        "admin",
+        "transfer-leader",
+        "--config",
+        str(net.root / "nodes" / old / "config.toml"),
+        "--to",
+        target,
+        "--json",
+    )
+    assert moved.rc == 0, moved.out + moved.err
+    assert moved.json()["leader"] == target and moved.json()["moved"] is True
+    net.wait(lambda: net.leader() == target, what=f"{target} leading")
+    with net.client(old) as c:
+        ok = c.submit(doctor, "kv", "put", {"key": "after-transfer", "value": 1}, wait=True)
+        assert ok.status == "committed"
+
+    back = net.admin(target, {"op": "transfer_leader"})  # default: the most up-to-date voter
+    assert back["ok"] and back["leader"] in (old, follower), back
+    net.wait(lambda: net.leader() == back["leader"], what="the default target leading")
+    with net.client(target) as c:
+        assert (
+            c.submit(doctor, "kv", "put", {"key": "after-second", "value": 2}, wait=True).status
+            == "committed"
+        )
+    net.same_chain(["hosp1", "hosp2", "hosp3"])
