@@ -16,6 +16,7 @@ from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 import structlog
+from google.protobuf.message import DecodeError
 from medledger.v1 import ledger_pb2
 
 from node.codes import TxCode, TxStatus
@@ -184,6 +185,22 @@ class NodeCore:
                 self._inflight.pop(tx.tx_id, None)
                 if self.ledger.tx_location(tx.tx_id) is None and tx.tx_id not in self.mempool:
                     self.mempool.restore(tx)
+
+    def precheck(self, entry_data: bytes) -> None:
+        """Parse the transactions of an appended (not yet committed) Raft entry and verify
+        their signatures, so that executing its block finds both done (worker thread; a
+        follower's transactions that came by Raft before gossip). Decides nothing."""
+        limit = self.checker.rules.max_tx_bytes
+        try:
+            txs = ledger_pb2.Batch.FromString(entry_data).txs
+        except DecodeError:
+            return  # applying it will say what is wrong
+        for raw in txs:
+            try:
+                tx = parse(raw, limit)
+            except Rejection:
+                continue
+            self.checker.preverify(tx)
 
     def apply_entry(
         self, batch: ledger_pb2.Batch, term: int, index: int, now_ms: int

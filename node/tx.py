@@ -288,19 +288,37 @@ class TxChecker:
                 TxCode.UNSUPPORTED_ALGORITHM,
                 "signature_algorithm does not match the creator's key",
             )
+        if not self._verify_once(tx, identity):
+            raise Rejection(TxCode.BAD_SIGNATURE, "signature does not verify over the body bytes")
+        return identity
+
+    def preverify(self, tx: ParsedTx) -> None:
+        """Verify the signature ahead of `check` (a follower, for the transactions of a
+        Raft entry it appended but has not yet seen committed), so that `check` at
+        execution finds it in the memo. Decides nothing: every refusal is left to
+        `check`, which runs all the rules at block time."""
+        try:
+            identity = self._verifier.identify(tx.body.creator.certificate)
+        except CertificateError:
+            return
+        if keys.signature_code(identity.public_key, tx.body.signature_algorithm) == TxCode.VALID:
+            self._verify_once(tx, identity)
+
+    def _verify_once(self, tx: ParsedTx, identity: Identity) -> bool:
+        """Whether the signature verifies; a good one is remembered and never verified
+        again by this node."""
         verified = self._verified
         digest = sha256(tx.tx_id + tx.signature)
-        if digest not in verified:
-            if not keys.verify(identity.public_key, tx.signature, tx.body_bytes):
-                raise Rejection(
-                    TxCode.BAD_SIGNATURE, "signature does not verify over the body bytes"
-                )
-            if len(verified) >= VERIFIED_MEMO_SIZE:
-                # Oldest first; another thread may have evicted it already.
-                with contextlib.suppress(KeyError, StopIteration, RuntimeError):
-                    del verified[next(iter(verified))]
-            verified[digest] = None
-        return identity
+        if digest in verified:
+            return True
+        if not keys.verify(identity.public_key, tx.signature, tx.body_bytes):
+            return False
+        if len(verified) >= VERIFIED_MEMO_SIZE:
+            # Oldest first; another thread may have evicted it already.
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                del verified[next(iter(verified))]
+        verified[digest] = None
+        return True
 
 
 def build(

@@ -57,6 +57,13 @@ log = structlog.get_logger("medledger.raft")
 COMPACT_EVERY = 1000
 COMPACT_KEEP = 2000
 REFUSED_BACKOFF_S = 0.01  # after a refused or empty proposal, before looking again
+# How long applying an entry waits for the signature pre-check of its transactions still
+# under way (it finishes them itself after that).
+PRECHECK_WAIT_S = 5.0
+# At most this many entries pre-checked ahead of the applier (a follower catching up a
+# long log verifies at apply time instead of queueing a task per entry).
+MAX_PRECHECKS = 32
+
 # Readies' committed entries (each at most RaftConfig.max_committed_bytes_per_ready)
 # queued for the applier before the Ready loop waits for it.
 APPLY_QUEUE = 8
@@ -96,6 +103,12 @@ class RaftOrderer:
         # log): monotonic times of proposing (leader) and of learning the commit, by index.
         self._proposed_at: dict[int, float] = {}
         self._committed_at: dict[int, float] = {}
+        # A follower verifies the signatures of an appended entry's transactions while the
+        # entry waits for its commit (those that came by gossip are verified already); the
+        # applier waits for the entry's pre-check instead of verifying them again.
+        self._prechecks: dict[int, trio.Event] = {}
+        self._precheck_limiter = trio.CapacityLimiter(1)
+        self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
         self._ready_wake = trio.Event()
         self._applied_wake = trio.Event()
@@ -131,6 +144,7 @@ class RaftOrderer:
 
     async def run(self, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._ready_loop)
             nursery.start_soon(self._applier)
@@ -187,6 +201,8 @@ class RaftOrderer:
                 await self._handle(self.raft.ready())
 
     async def _handle(self, rd: Ready) -> None:
+        if rd.entries and self.role != "leader":
+            self._precheck(rd.entries)
         # Shielded: a Ready is persisted and sent as one step.
         with trio.CancelScope(shield=True):
             if rd.async_save and rd.messages:
@@ -261,7 +277,35 @@ class RaftOrderer:
                 self.core.requeue(batch)
             self.wake()
 
+    def _precheck(self, entries: Sequence[Entry]) -> None:
+        nursery = self._nursery
+        if nursery is None:
+            return
+        for entry in entries:
+            if len(self._prechecks) >= MAX_PRECHECKS:
+                return
+            if entry.kind == EntryKind.NORMAL and entry.index not in self._prechecks:
+                done = self._prechecks[entry.index] = trio.Event()
+                nursery.start_soon(self._precheck_entry, entry.data, done)
+
+    async def _precheck_entry(self, data: bytes, done: trio.Event) -> None:
+        try:
+            await trio.to_thread.run_sync(self.core.precheck, data, limiter=self._precheck_limiter)
+        except Exception as exc:  # an optimisation: execution checks everything again
+            log.warning("precheck_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            done.set()
+
+    async def _wait_precheck(self, index: int) -> None:
+        done = self._prechecks.pop(index, None)
+        for stale in [i for i in self._prechecks if i < index]:
+            del self._prechecks[stale]  # appended, then replaced by another leader's
+        if done is not None:
+            with trio.move_on_after(PRECHECK_WAIT_S):
+                await done.wait()
+
     async def _apply(self, entry: Entry) -> None:
+        await self._wait_precheck(entry.index)
         if entry.index <= self.core.ledger.raft_applied():
             # Its block is already in the ledger: it came by block sync while this node
             # could not follow the log (a consenter that was cut off or re-joins).

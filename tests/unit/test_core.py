@@ -179,3 +179,29 @@ def test_shutting_down(core: NodeCore, make_tx: TxFactory, t0: int) -> None:
     assert future is not None
     result = future.result()
     assert (result.status, result.code) == (TxStatus.PENDING, TxCode.SHUTTING_DOWN)
+
+
+def test_precheck_of_an_appended_entry_verifies_what_execution_then_skips(
+    core: NodeCore, ledger: Ledger, make_tx: TxFactory, t0: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower pre-checks an entry it appended: its good signatures are verified once,
+    there, and the block's execution verifies none again; garbage in the entry (or an
+    entry that is not a Batch) is left for execution to refuse, and nothing is written."""
+    calls: list[bytes] = []
+    verify = keys.verify
+
+    def counting(public_key: object, signature: bytes, data: bytes) -> bool:
+        calls.append(signature)
+        return verify(public_key, signature, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("node.tx.keys.verify", counting)
+    before = snapshot(ledger)
+    core.precheck(b"\xff not a batch")
+    good = [make_tx(args={"key": f"pre{i}", "value": i}) for i in range(3)]
+    batch = ledger_pb2.Batch(txs=[*good, b"garbage"], leader_time_ms=t0, proposer="hosp2")
+    core.precheck(batch.SerializeToString())
+    assert len(calls) == 3
+    assert snapshot(ledger) == before and len(core.mempool) == 0
+    write = core.apply_entry(batch, 1, next(INDEX), t0)
+    assert len(calls) == 3
+    assert [TxCode(c) for c in write.codes] == [TxCode.VALID] * 3 + [TxCode.MALFORMED]

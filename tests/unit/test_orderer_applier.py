@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import trio
+import trio.testing
 from medledger.v1 import ledger_pb2
 
 from node.consensus import Membership, RaftConfig, RawNode
@@ -242,3 +243,55 @@ async def test_every_block_reports_where_its_time_went(tmp_path: Path, monkeypat
             await trio.sleep(0.01)
         assert count("wait") - before["wait"] == 1 and count("apply") - before["apply"] == 2
         assert not orderer._proposed_at and not orderer._committed_at
+
+
+class PrecheckingCore(SlowCore):
+    """Records prechecks; the one of entry data b"slow" waits for `release`, b"boom" fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate.set()
+        self.release = threading.Event()
+        self.prechecked: list[bytes] = []
+
+    def precheck(self, data: bytes) -> None:
+        if data == b"slow":
+            assert self.release.wait(10), "the test never released the precheck"
+        if data == b"boom":
+            raise ValueError("a bad entry")
+        self.prechecked.append(data)
+
+
+async def test_applying_an_entry_waits_for_its_precheck_and_a_failed_one_is_harmless(
+    tmp_path: Path,
+) -> None:
+    """A follower pre-checks (parses, verifies the signatures of) the transactions of
+    entries it appends; applying such an entry waits for its pre-check rather than
+    verifying the same signatures again, and a pre-check that fails changes nothing."""
+    from node.consensus.entry import Entry, EntryKind
+
+    core = PrecheckingCore()
+    async with leading_orderer(tmp_path, core) as (_, orderer):
+        orderer._precheck(
+            [
+                Entry(term=9, index=100, data=b"slow"),
+                Entry(term=9, index=101, data=b"boom"),
+                Entry(term=9, index=102, kind=EntryKind.NOOP),
+            ]
+        )
+        assert sorted(orderer._prechecks) == [100, 101]
+        waited = trio.Event()
+
+        async def apply_100() -> None:
+            await orderer._wait_precheck(100)
+            waited.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(apply_100)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not waited.is_set()  # the precheck of entry 100 is still running
+            core.release.set()
+            await waited.wait()
+        assert core.prechecked == [b"slow"]
+        await orderer._wait_precheck(101)  # failed, finished: nothing to wait for
+        assert not orderer._prechecks

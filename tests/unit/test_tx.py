@@ -486,3 +486,30 @@ def test_deeply_nested_args_are_bad_arguments(make_tx: TxFactory, doctor: Identi
     with pytest.raises(Rejection) as info:
         txlib.decode_args(tx)
     assert info.value.code == TxCode.BAD_ARGUMENTS
+
+
+def test_preverify_spares_check_the_signature_and_decides_nothing(
+    make_tx: TxFactory, checker: TxChecker, t0: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A follower verifies an appended entry's signatures before the commit (preverify);
+    `check` at execution then verifies nothing again, and still refuses what is wrong."""
+    calls: list[bytes] = []
+    verify = keys.verify
+
+    def counting(public_key: object, signature: bytes, data: bytes) -> bool:
+        calls.append(signature)
+        return verify(public_key, signature, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(txlib.keys, "verify", counting)
+    good = txlib.parse(make_tx(), MAX)
+    bad = txlib.parse(flip_signature_byte(make_tx()), MAX)
+    expired = txlib.parse(make_tx(now_ms=t0 - 120_000), MAX)
+    for tx in (good, bad, expired):
+        checker.preverify(tx)  # never raises
+    assert len(calls) == 3
+    checker.check(good, t0)
+    assert len(calls) == 3  # remembered
+    assert refused(bad.raw, checker, t0).code == TxCode.BAD_SIGNATURE  # not remembered
+    assert refused(expired.raw, checker, t0).code == TxCode.EXPIRED  # the rules still run
+    unknown = ParsedTx(good.raw, good.tx_id, good.body_bytes, ledger_pb2.TxBody(), b"")
+    checker.preverify(unknown)  # no certificate: left to check
