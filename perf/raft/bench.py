@@ -19,7 +19,8 @@ journal file, which it never fsyncs), and diagnostics medledger-sync (persist be
 everywhere, as before), medledger-lazy (commits ride on the next APPEND or heartbeat),
 medledger-writer (the leader's saves in one writer thread, Readys pipelined),
 medledger-nofsync, medledger-thread (fsync in a worker thread, persist first),
-medledger-gc (gc.freeze and a higher GC threshold), medledger-early (acknowledges entries
+medledger-gc (gc.freeze and a higher GC threshold), medledger-gc-default (Python's collector
+settings, as members ran before session 8), medledger-early (acknowledges entries
 already stored before this Ready's fsync) and medledger-bigbuf (LevelDB, 64 MiB buffer). The
 goal is judged against the faster PySyncObj configuration of the run.
 """
@@ -54,6 +55,7 @@ SYSTEMS = (
     "medledger-nofsync",
     "medledger-thread",
     "medledger-gc",
+    "medledger-gc-default",
     "medledger-early",
     "medledger-bigbuf",
     "medledger-lazy-bigbuf",
@@ -117,6 +119,7 @@ def member_commands(
         "medledger-nofsync": ["--no-fsync"],
         "medledger-thread": ["--save-in-thread", "--async-save", "off"],
         "medledger-gc": ["--gc-threshold", "100000"],
+        "medledger-gc-default": ["--gc-defaults"],
         "medledger-early": ["--apply-early"],
         "medledger-bigbuf": ["--storage", "leveldb", "--write-buffer-mb", "64"],
         "medledger-lazy-bigbuf": [
@@ -298,7 +301,7 @@ def main() -> int:
             "medledger": "RawNode + WalStorage (zero-filled segments, fdatasync when must_sync, "
             "saves on the "
             "event loop; the leader sends a Ready marked async_save before saving it and counts "
-            "itself once saved), "
+            "itself once saved), the node's garbage-collector settings (node/gctune.py), "
             f"trio TCP, tick {args.tick_ms} ms, election_tick 10, heartbeat_tick 1",
             "medledger-sync": "as medledger before issue 3's async save: persist, then send",
             "medledger-lazy": "as medledger, RaftConfig(broadcast_commit=False)",

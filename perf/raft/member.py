@@ -43,6 +43,7 @@ from pathlib import Path
 import plyvel
 import trio
 
+from node import gctune
 from node.consensus import (
     Entry,
     EntryKind,
@@ -597,6 +598,9 @@ def main(argv: list[str] | None = None) -> int:
         default="wal",
         help="the Raft log: the nodes' write-ahead log, or LevelDB as earlier builds",
     )
+    parser.add_argument(
+        "--gc-defaults", action="store_true", help="Python's collector settings, untuned"
+    )
     parser.add_argument("--segment-mb", type=int, default=64, help="WAL segment size")
     parser.add_argument("--profile", type=Path, help="write cProfile stats here on exit")
     args = parser.parse_args(argv)
@@ -619,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.gc_threshold:
         gc.freeze()
         gc.set_threshold(args.gc_threshold, 50, 100)
+    elif not args.gc_defaults:
+        gctune.tune()  # the collector as the node sets it (node/gctune.py)
     profiler = cProfile.Profile() if args.profile else None
     try:
         if profiler is not None:
