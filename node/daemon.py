@@ -60,6 +60,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("medledger.node")
 
+# The longest a transfer_leader request waits for the new leader (well within the admin
+# socket's own 300 s limit, so that the answer always arrives).
+MAX_TRANSFER_WAIT_S = 120
+
 GOSSIP_BATCH = 100
 # Ids of transactions this node gossiped, to send each once: newer than any still
 # pending unless more than this many are admitted within a transaction TTL.
@@ -323,8 +327,15 @@ class Node:
             timeout_s = request.get("timeout_s", 10)
             if target is not None and (not isinstance(target, str) or not target):
                 return {"ok": False, "error": "to must be a node name"}
-            if not isinstance(timeout_s, int | float) or not 0 < timeout_s <= 300:
-                return {"ok": False, "error": "timeout_s must be a number from 0 to 300"}
+            if (
+                isinstance(timeout_s, bool)
+                or not isinstance(timeout_s, int | float)
+                or not 0 < timeout_s <= MAX_TRANSFER_WAIT_S
+            ):
+                return {
+                    "ok": False,
+                    "error": f"timeout_s must be a number over 0 and at most {MAX_TRANSFER_WAIT_S}",
+                }
             return {
                 "node": self.core.name,
                 **await self.replication.transfer_leader(target, float(timeout_s)),

@@ -446,7 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--config", required=True, help="the current leader's configuration")
     q.add_argument("--to", help="consenter to lead (default: the one with the most of the log)")
-    q.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    q.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait, at most 120 (default 10)"
+    )
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=cmd_admin)
     q = asub.add_parser("log-level", help="change the log level at run time")

@@ -124,6 +124,11 @@ class RawNode:
         Raises NotLeader or ConfChangeRefused."""
         self.raft.transfer_leader(target)
 
+    def transferring_to(self) -> str | None:
+        """At the leader: the member leadership is being handed to, until it takes over
+        or the transfer is abandoned (after an election timeout)."""
+        return self.raft.lead_transferee
+
     def match_indexes(self) -> dict[str, int]:
         """At the leader: the last index known replicated to each other member."""
         r = self.raft

@@ -60,9 +60,11 @@ REFUSED_BACKOFF_S = 0.01  # after a refused or empty proposal, before looking ag
 # How long applying an entry waits for the signature pre-check of its transactions still
 # under way (it finishes them itself after that).
 PRECHECK_WAIT_S = 5.0
-# At most this many entries pre-checked ahead of the applier (a follower catching up a
-# long log verifies at apply time instead of queueing a task per entry).
-MAX_PRECHECKS = 32
+# At most this many bytes of entries pre-checked ahead of the applier: the work stays a
+# fraction of what the parse and signature memos hold (node/tx.py), so what it verified
+# is still there when the block executes; a follower catching up a long log verifies at
+# apply time instead.
+MAX_PRECHECK_BYTES = 2 * 1024 * 1024
 
 # Readies' committed entries (each at most RaftConfig.max_committed_bytes_per_ready)
 # queued for the applier before the Ready loop waits for it.
@@ -106,7 +108,8 @@ class RaftOrderer:
         # A follower verifies the signatures of an appended entry's transactions while the
         # entry waits for its commit (those that came by gossip are verified already); the
         # applier waits for the entry's pre-check instead of verifying them again.
-        self._prechecks: dict[int, trio.Event] = {}
+        self._prechecks: dict[int, tuple[int, trio.Event]] = {}  # index -> (term, done)
+        self._precheck_bytes = 0
         self._precheck_limiter = trio.CapacityLimiter(1)
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
@@ -282,11 +285,18 @@ class RaftOrderer:
         if nursery is None:
             return
         for entry in entries:
-            if len(self._prechecks) >= MAX_PRECHECKS:
+            if entry.kind != EntryKind.NORMAL:
+                continue
+            known = self._prechecks.get(entry.index)
+            if known is not None and known[0] == entry.term:
+                continue  # the same entry again
+            if self._precheck_bytes + len(entry.data) > MAX_PRECHECK_BYTES:
                 return
-            if entry.kind == EntryKind.NORMAL and entry.index not in self._prechecks:
-                done = self._prechecks[entry.index] = trio.Event()
-                nursery.start_soon(self._precheck_entry, entry.data, done)
+            done = trio.Event()
+            # An entry of another term at this index replaced the one checked before.
+            self._prechecks[entry.index] = (entry.term, done)
+            self._precheck_bytes += len(entry.data)
+            nursery.start_soon(self._precheck_entry, entry.data, done)
 
     async def _precheck_entry(self, data: bytes, done: trio.Event) -> None:
         try:
@@ -294,21 +304,22 @@ class RaftOrderer:
         except Exception as exc:  # an optimisation: execution checks everything again
             log.warning("precheck_failed", error=f"{type(exc).__name__}: {exc}")
         finally:
+            self._precheck_bytes -= len(data)
             done.set()
 
-    async def _wait_precheck(self, index: int) -> None:
-        done = self._prechecks.pop(index, None)
-        for stale in [i for i in self._prechecks if i < index]:
-            del self._prechecks[stale]  # appended, then replaced by another leader's
-        if done is not None:
-            with trio.move_on_after(PRECHECK_WAIT_S):
-                await done.wait()
+    def _take_precheck(self, entry: Entry) -> trio.Event | None:
+        """The pre-check of this very entry, if one was started; forgets it and any older
+        ones (appended, then replaced by another leader's, or never applied here)."""
+        known = self._prechecks.pop(entry.index, None)
+        for stale in [i for i in self._prechecks if i < entry.index]:
+            del self._prechecks[stale]
+        return known[1] if known is not None and known[0] == entry.term else None
 
     async def _apply(self, entry: Entry) -> None:
-        await self._wait_precheck(entry.index)
         if entry.index <= self.core.ledger.raft_applied():
             # Its block is already in the ledger: it came by block sync while this node
             # could not follow the log (a consenter that was cut off or re-joins).
+            self._take_precheck(entry)
             self._forget(entry.index)
             return
         if entry.kind == EntryKind.CONFIG:
@@ -321,7 +332,11 @@ class RaftOrderer:
             )
         if entry.kind == EntryKind.NORMAL:
             batch = ledger_pb2.Batch.FromString(entry.data)
-            started = time.monotonic()
+            started = time.monotonic()  # waiting for the pre-check counts as applying
+            prechecked = self._take_precheck(entry)
+            if prechecked is not None:
+                with trio.move_on_after(PRECHECK_WAIT_S):
+                    await prechecked.wait()
             write = await trio.to_thread.run_sync(
                 self.core.apply_entry, batch, entry.term, entry.index, now_ms()
             )
@@ -465,6 +480,19 @@ class RaftOrderer:
         with trio.move_on_after(timeout_s):
             while self.leader != target:
                 await trio.sleep(self.tick_s)
+                if self.role == "leader" and self.raft.transferring_to() != target:
+                    return {
+                        "ok": False,
+                        "error": f"{target} did not take over within an election timeout; "
+                        f"{self.core.name} leads on",
+                        "leader": self.core.name,
+                    }
+                if self.role != "leader" and self.leader not in ("", target):
+                    return {
+                        "ok": False,
+                        "error": f"{self.leader} was elected instead of {target}",
+                        "leader": self.leader,
+                    }
             return {"ok": True, "leader": target, "term": self.raft.status().term, "moved": True}
         return {
             "ok": False,

@@ -604,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-mb", type=int, default=64, help="WAL segment size")
     parser.add_argument("--profile", type=Path, help="write cProfile stats here on exit")
     args = parser.parse_args(argv)
+    if args.gc_threshold and args.gc_defaults:
+        parser.error("--gc-threshold and --gc-defaults exclude each other")
     member = Member(
         args.id,
         parse_ports(args.raft),

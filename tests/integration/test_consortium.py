@@ -439,6 +439,11 @@ def test_leadership_moves_on_request_and_the_chain_goes_on(net: Consortium) -> N
     not_voter = net.admin(old, {"op": "transfer_leader", "to": "hosp4"})
     assert not not_voter["ok"] and "not a voter" in str(not_voter["error"])
     assert not net.admin(old, {"op": "transfer_leader", "to": 7})["ok"]
+    assert not net.admin(old, {"op": "transfer_leader", "timeout_s": True})["ok"]
+    assert not net.admin(old, {"op": "transfer_leader", "timeout_s": 500})["ok"]
+    observer = net.admin("hosp4", {"op": "transfer_leader", "to": target})
+    assert not observer["ok"] and "observer" in str(observer["error"]), observer
+    assert observer["leader"] == old
 
     moved = medledger(
         "admin",
