@@ -87,12 +87,14 @@ class Consortium:
 
     def stalls(self) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
         """Each node's stalls so far (from /metrics): `disk_syncs` by store
-        (`medledger_disk_sync_seconds`) and `gc_pauses` by generation
-        (`medledger_gc_pause_seconds`), each as count, seconds in total and how many took
-        over 100 ms."""
+        (`medledger_disk_sync_seconds`), `gc_pauses` by generation
+        (`medledger_gc_pause_seconds`) and where blocks spent their time, `block_stages`
+        by stage (`medledger_block_stage_seconds`: wait, order, queue, apply), each as
+        count, seconds in total and how many took over 100 ms."""
         out: dict[str, dict[str, dict[str, dict[str, float]]]] = {
             "disk_syncs": {},
             "gc_pauses": {},
+            "block_stages": {},
         }
         for node in self.nodes:
             if node.metrics:
@@ -103,6 +105,7 @@ class Consortium:
                     continue
                 out["disk_syncs"][node.name] = histogram_totals(page, "disk_sync", "store")
                 out["gc_pauses"][node.name] = histogram_totals(page, "gc_pause", "generation")
+                out["block_stages"][node.name] = histogram_totals(page, "block_stage", "stage")
         return out
 
     def roles(self) -> dict[str, str]:

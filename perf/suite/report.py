@@ -71,7 +71,11 @@ def stall_line(stalls: dict[str, dict[str, dict[str, float]]], prefix: str = "")
     )
 
 
-STALL_LINES = (("disk_syncs", "synced writes", ""), ("gc_pauses", "collections", "gen "))
+STALL_LINES = (
+    ("disk_syncs", "synced writes", ""),
+    ("gc_pauses", "collections", "gen "),
+    ("block_stages", "block stages", ""),
+)
 
 
 def markdown(doc: dict[str, Any]) -> str:

@@ -67,6 +67,10 @@ def test_tiny_round_reports_every_field(tmp_path: Path) -> None:
         assert row["disk_syncs"]["hosp1"]["raft"]["count"] > 0
         # Collections per generation in the round; a short round may have none.
         assert set(row["gc_pauses"]) <= {"hosp1"}
+        # The one node proposes every block: all four stages, one of each per block.
+        stages = row["block_stages"]["hosp1"]
+        assert set(stages) == {"wait", "order", "queue", "apply"}, stages
+        assert len({v["count"] for v in stages.values()}) == 1 and stages["apply"]["count"] > 0
     assert doc["rounds"][0]["success"] == 400
     # Referral chains: 30 creates at 30/s, each releasing its receive, then its accept.
     ref = doc["rounds"][2]
