@@ -341,6 +341,7 @@ class RaftOrderer:
                 self.core.apply_entry, batch, entry.term, entry.index, now_ms()
             )
             stages = self._stages(entry.index, batch, started, time.monotonic())
+            self._forget(entry.index)
             log.info(
                 "block_committed",
                 height=write.height,
@@ -376,7 +377,6 @@ class RaftOrderer:
         if committed_at is not None:
             stages["queue"] = started - committed_at
         stages["apply"] = done - started
-        self._forget(index)
         observe = self.metrics.block_stage.labels
         for stage, seconds in stages.items():
             observe(stage).observe(seconds)
@@ -477,27 +477,26 @@ class RaftOrderer:
             return {"ok": False, "error": f"transfer refused: {exc}"}
         log.info("leader_transfer", to=target, term=status.term)
         self._ready_wake.set()
+        failure = f"{target} did not take over within {timeout_s:g} s"
         with trio.move_on_after(timeout_s):
             while self.leader != target:
                 await trio.sleep(self.tick_s)
                 if self.role == "leader" and self.raft.transferring_to() != target:
-                    return {
-                        "ok": False,
-                        "error": f"{target} did not take over within an election timeout; "
-                        f"{self.core.name} leads on",
-                        "leader": self.core.name,
-                    }
+                    failure = f"{target} did not take over within an election timeout"
+                    break
                 if self.role != "leader" and self.leader not in ("", target):
-                    return {
-                        "ok": False,
-                        "error": f"{self.leader} was elected instead of {target}",
-                        "leader": self.leader,
-                    }
-            return {"ok": True, "leader": target, "term": self.raft.status().term, "moved": True}
+                    failure = f"{self.leader} was elected instead of {target}"
+                    break
+            else:
+                return {
+                    "ok": True,
+                    "leader": target,
+                    "term": self.raft.status().term,
+                    "moved": True,
+                }
         return {
             "ok": False,
-            "error": f"{target} did not take over within {timeout_s:g} s "
-            f"(the leader is now {self.leader or 'unknown'})",
+            "error": f"{failure} (the leader is now {self.leader or 'unknown'})",
             "leader": self.leader,
         }
 

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from netutil import medledger
+from netutil import Run, medledger
 
 from node.localnet import NodeProcess, _nodes, down, up
 from node.ops.admin import call as admin_call
@@ -425,15 +425,11 @@ def test_leadership_moves_on_request_and_the_chain_goes_on(net: Consortium) -> N
     target = next(n for n in ["hosp1", "hosp2", "hosp3"] if n != old)
     follower = next(n for n in ["hosp1", "hosp2", "hosp3"] if n not in (old, target))
 
-    refused = medledger(
-        "admin",
-        "transfer-leader",
-        "--config",
-        str(net.root / "nodes" / follower / "config.toml"),
-        "--to",
-        target,
-        "--json",
-    )
+    def transfer(at: str) -> Run:
+        config = str(net.root / "nodes" / at / "config.toml")
+        return medledger("admin", "transfer-leader", "--config", config, "--to", target, "--json")
+
+    refused = transfer(follower)
     assert refused.rc == 1 and refused.json()["leader"] == old, refused.out
     assert "not the leader" in refused.json()["error"]
     not_voter = net.admin(old, {"op": "transfer_leader", "to": "hosp4"})
@@ -445,15 +441,7 @@ def test_leadership_moves_on_request_and_the_chain_goes_on(net: Consortium) -> N
     assert not observer["ok"] and "observer" in str(observer["error"]), observer
     assert observer["leader"] == old
 
-    moved = medledger(
-        "admin",
-        "transfer-leader",
-        "--config",
-        str(net.root / "nodes" / old / "config.toml"),
-        "--to",
-        target,
-        "--json",
-    )
+    moved = transfer(old)
     assert moved.rc == 0, moved.out + moved.err
     assert moved.json()["leader"] == target and moved.json()["moved"] is True
     net.wait(lambda: net.leader() == target, what=f"{target} leading")
