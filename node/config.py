@@ -70,6 +70,10 @@ class MempoolSection:
 class StorageSection:
     # Size of each Raft write-ahead log segment, zero-filled ahead of use (data_dir/raft).
     raft_segment_mb: int = 64
+    # LevelDB's write buffer for the ledger (data_dir/ledger): the memtable is written out
+    # as a table, and compacted, each time this much has been written. Nodes that share
+    # a disk should have different values (docs/operations.md, "Several nodes on one disk").
+    ledger_memtable_mb: int = 16
 
 
 @dataclass(frozen=True)
@@ -207,6 +211,8 @@ def parse(path: Path, data: Mapping[str, Any], env: Mapping[str, str]) -> NodeCo
         problems.append("api.tls = true needs api.tls_certificate and api.tls_key")
     if not 1 <= built["storage"].raft_segment_mb <= 1024:
         problems.append("storage.raft_segment_mb must be between 1 and 1024")
+    if not 4 <= built["storage"].ledger_memtable_mb <= 512:
+        problems.append("storage.ledger_memtable_mb must be between 4 and 512")
     if problems:
         raise ConfigError(problems)
     return NodeConfig(path=path.resolve(), **built)

@@ -104,7 +104,7 @@ def open_node(config: NodeConfig, zygote: Zygote) -> Services:
     genesis.node(config.node.name)  # must be a genesis node
     data_dir = config.resolve(config.node.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = LevelDBKV(data_dir / "ledger")
+    store = LevelDBKV(data_dir / "ledger", memtable_mb=config.storage.ledger_memtable_mb)
     engines: list[SandboxEngine] = []
     try:
         ledger = Ledger(store, genesis)

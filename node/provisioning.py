@@ -27,6 +27,11 @@ from node.crypto.certs import CertificateAuthority
 from node.records.encryption_keys import write_key_pair
 
 TIERS = ("tertiary", "secondary", "primary")
+# Every node of a generated consortium shares one host and disk: each gets its own ledger
+# memtable size, so that their LevelDB flushes and compactions (a burst of writes and a
+# sync that delays the other nodes' Raft syncs on the same disk) come at different
+# heights instead of all at once (docs/operations.md, "Several nodes on one disk").
+STAGGERED_MEMTABLE_MB = (13, 16, 19, 22, 25, 28)
 
 
 class ProvisionError(Exception):
@@ -186,7 +191,7 @@ def init_consortium(plan: Plan) -> Path:
     )
     (out / "genesis.block").write_bytes(genesis_mod.build(config))
 
-    for info in nodes:
+    for i, info in enumerate(nodes):
         folder = out / "nodes" / info.name
         others = [n.p2p_address for n in nodes if n.name != info.name]
         listen = info.p2p_address.split("/p2p/")[0]
@@ -201,6 +206,9 @@ def init_consortium(plan: Plan) -> Path:
             },
             "api": {"listen": info.api_address},
             "p2p": {"listen": listen, "key": "p2p.key", "bootstrap": others},
+            "storage": {
+                "ledger_memtable_mb": STAGGERED_MEMTABLE_MB[i % len(STAGGERED_MEMTABLE_MB)]
+            },
             "log": {"level": "info", "format": "auto"},
             "metrics": {"listen": f"{plan.host}:{int(info.api_address.rsplit(':', 1)[1]) + 2}"},
         }

@@ -106,7 +106,7 @@ class LevelDBKV:
     """plyvel-backed store. Thread-safe for concurrent readers and one writer; `close`
     must only be called once no other thread uses it (plyvel crashes otherwise)."""
 
-    def __init__(self, path: Path, create: bool = True) -> None:
+    def __init__(self, path: Path, create: bool = True, memtable_mb: int = 16) -> None:
         self.path = path
         try:
             self._db: Any = plyvel.DB(
@@ -119,11 +119,13 @@ class LevelDBKV:
                 # Most tx-index lookups (duplicate checks at admission and execution)
                 # miss: a bloom filter answers those without reading a table block.
                 bloom_filter_bits=10,
-                # The Raft log shares this database and each entry is deleted again once
-                # its block is applied: with LevelDB's 4 MiB memtable and 2 MiB tables the
-                # background compaction grew from 0.05 to 0.17 cores within two minutes
-                # at 575 tx/s; with these it stayed near 0.07 (docs/performance.md).
-                write_buffer_size=16 * 1024 * 1024,
+                # The memtable is written out as a table (and compacted) each time this
+                # much has been written: about every 14 s at 1,000 kv tx/s with 16 MiB.
+                # LevelDB's 4 MiB memtable and 2 MiB tables cost more background
+                # compaction and no better latency (docs/performance.md). Nodes on one
+                # disk get different sizes from `init-consortium`, so that they do not
+                # all flush at the same height (docs/operations.md).
+                write_buffer_size=memtable_mb * 1024 * 1024,
                 max_file_size=8 * 1024 * 1024,
             )
         except (plyvel.Error, OSError) as exc:

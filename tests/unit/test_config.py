@@ -102,6 +102,18 @@ def test_unknown_section_and_key_are_named() -> None:
             "mempool.institution_share must be a number in (0, 1], not 'half'",
         ),
         ("p2p", "bootstrap", [1], "p2p.bootstrap must be a list of strings"),
+        (
+            "storage",
+            "ledger_memtable_mb",
+            2,
+            "storage.ledger_memtable_mb must be between 4 and 512",
+        ),
+        (
+            "storage",
+            "ledger_memtable_mb",
+            1024,
+            "storage.ledger_memtable_mb must be between 4 and 512",
+        ),
         ("p2p", "bootstrap", {"a": 1}, "p2p.bootstrap must be a list of strings"),
         (
             "log",
@@ -243,3 +255,14 @@ def test_generated_node_config_loads(consortium: Path) -> None:
     assert [a.split("/p2p/")[0] for a in cfg.p2p.bootstrap] == ["/ip4/127.0.0.1/tcp/7051"]
     assert cfg.p2p.bootstrap[0].split("/p2p/")[1].startswith("12D3KooW")
     assert cfg.metrics.listen == "127.0.0.1:7062"
+
+
+def test_generated_nodes_flush_their_ledgers_at_different_heights(consortium: Path) -> None:
+    # All nodes of a generated consortium share one disk: each gets its own memtable size.
+    sizes = [
+        config.load(path, env={}).storage.ledger_memtable_mb
+        for path in sorted(consortium.glob("nodes/*/config.toml"))
+    ]
+    assert len(sizes) > 1
+    assert len(set(sizes)) == len(sizes)
+    assert all(4 <= mb <= 64 for mb in sizes)

@@ -90,3 +90,19 @@ def test_history_keys_sort_by_version_and_never_mix_keys() -> None:
     assert sorted(reversed(ordered)) == ordered
     # "a" is a prefix of "ab", but their histories do not overlap.
     assert not layout.history_key(b"ab", 1, 0).startswith(layout.history_prefix(b"a"))
+
+
+def test_the_memtable_size_sets_when_leveldb_writes_a_table(tmp_path: Path) -> None:
+    # 6 MiB of puts: a 4 MiB memtable has been written out as a table, a 64 MiB one not.
+    value = bytes(range(256)) * 16  # 4 KiB
+    tables = {}
+    for mb in (4, 64):
+        store = LevelDBKV(tmp_path / f"m{mb}", memtable_mb=mb)
+        try:
+            for batch in range(24):
+                store.write({b"s/%06d" % (batch * 64 + i): value for i in range(64)}, set(), False)
+        finally:
+            store.close()
+        tables[mb] = len(list((tmp_path / f"m{mb}").glob("*.ldb")))
+    assert tables[4] >= 1
+    assert tables[64] == 0
