@@ -9,13 +9,19 @@ background compaction of the Raft keys grew to 0.07-0.17 cores per node under lo
 map is metadata the sync must commit). docs/performance.md has the measurements.
 
 Layout: a directory of segments `<seq>.wal` (seq 1, 2, ... as 16 decimal digits), each
-zero-filled to SEGMENT_BYTES before use by a background thread (`spare.tmp`, renamed into
-place). A segment is a sequence of records, then zeros:
+SEGMENT_BYTES long before use: a segment that compaction released is renamed to
+`spare.tmp` and becomes the next segment; when none was released by the time the current
+segment is half full, a background thread zero-fills a new `spare.tmp` instead (a fill
+writes and syncs the whole file, which on a shared disk delays every other sync: in the
+Raft benchmark the rounds with fills had windows where all 64 requests in flight waited
+over 20 ms, rounds without none). A segment is a sequence of records, then zeros or the
+bytes of the file's earlier use:
 
     body length u32 | CRC-32 of the body u32 | body = kind u8 | payload
 
 and each CRC is chained from the previous record's (the first from the segment number),
-so bytes left over from an older, longer record can never pass for a record. Kinds:
+so bytes left over from an older, longer record, or from the file's use as an earlier
+segment, can never pass for a record. Kinds:
 
     CHECKPOINT  reset u8 | first index u64 | hard state | snapshot
                 first in every segment: the state when the segment was started, and the
@@ -24,6 +30,8 @@ so bytes left over from an older, longer record can never pass for a record. Kin
                 count x (term u64 | index u64 | kind u8 | length u32 | data)
                 one Ready: a crash keeps all of it or none of it.
     COMPACT     snapshot: entries up to its index are no longer needed.
+    SEAL        segment u64: the segment ends here (written and synced before the next
+                segment is started; what follows is left over from the file's last use).
 
     hard state = term u64 | commit u64 | vote length u16 | vote (utf-8)
     snapshot   = length u32 | index u64 | term u64 | membership length u32 |
@@ -31,9 +39,11 @@ so bytes left over from an older, longer record can never pass for a record. Kin
 
 Replay reads every segment in order and does what the records say (an entry record
 replaces the log from its first index on, as `save` does). The last segment may end in a
-torn record (a crash during a write): replay stops there and the rest of the segment is
-zeroed before anything new is written. A damaged record anywhere else, or a log that does
-not reach from the snapshot to its last entry, raises StorageCorrupted.
+torn record (a crash during a write), or end where the bytes of an earlier use begin:
+replay stops there and the rest of the segment is zeroed before anything new is written.
+Every other segment ends with its SEAL (segments written before seals existed end with
+zeros). A damaged record anywhere else, or a log that does not reach from the snapshot to
+its last entry, raises StorageCorrupted.
 
 Segments are deleted after a compaction once every entry in them lies at or below the
 compacted index: segment k goes when segment k+1 started at an index <= snapshot + 1.
@@ -73,6 +83,7 @@ SPARE_PAUSE_S = 0.02
 _CHECKPOINT = 1
 _SAVE = 2
 _COMPACT = 3
+_SEAL = 4
 _HAS_SNAPSHOT = 1
 _HAS_HARD_STATE = 2
 
@@ -85,7 +96,10 @@ _SNAP_HEAD = struct.Struct(">IQQI")
 _ENTRY_HEAD = struct.Struct(">QQBI")
 _CHECKPOINT_HEAD = struct.Struct(">BBQ")  # kind, reset, first index
 _SAVE_HEAD = struct.Struct(">BB")  # kind, flags
+_SEAL_BODY = struct.Struct(">BQ")  # kind, segment
 _ZEROS = bytes(1024 * 1024)
+# The record that ends a segment; room for it is kept in every one.
+_SEAL_FRAME = _FRAME.size + _SEAL_BODY.size
 
 
 def _encode_hard_state(hs: HardState) -> bytes:
@@ -227,7 +241,9 @@ class WalStorage(ResidentStorage):
         # Raft index -> (segment, data offset, length, term, kind) of its stored entry.
         self._where: dict[int, tuple[int, int, int, int, EntryKind]] = {}
         self._starts: dict[int, int] = {}  # segment -> first index when it was started
-        self._spare: threading.Thread | None = None
+        self._spare: threading.Thread | None = None  # a fill, running or done
+        self._recycled = False  # SPARE is a segment that compaction released
+        self._sealed = False  # the current segment has its seal: the next write rotates
         self._spare_error: OSError | None = None
         self._closed = False
         self._prepare = prepare
@@ -246,8 +262,7 @@ class WalStorage(ResidentStorage):
             self._close_fds()
             raise
         self._loaded()
-        if prepare:
-            self._prepare_spare()
+        self._maybe_prepare_spare()
 
     # -- making a log ----------------------------------------------------------------------
 
@@ -436,22 +451,30 @@ class WalStorage(ResidentStorage):
         if self._closed:
             raise StorageCorrupted("the Raft log is closed")
         frame = _frame(body, self._crc)
-        if self._offset + len(frame) > self._size:
+        if self._sealed or self._offset + len(frame) + _SEAL_FRAME > self._size:
             self._rotate(len(frame))
             frame = _frame(body, self._crc)
+        at = self._put_frame(frame)
+        self._maybe_prepare_spare()
+        return self._seq, at + _FRAME.size
+
+    def _put_frame(self, frame: bytes) -> int:
         at = self._offset
         _pwrite_all(self._fd, frame, at)
         self._offset = at + len(frame)
         self._crc = _FRAME.unpack_from(frame)[1]
-        return self._seq, at + _FRAME.size
+        return at
 
     def _rotate(self, needed: int, reset: bool = False) -> None:
-        """Start the next segment with a checkpoint of the current state."""
+        """Seal the current segment and start the next with a checkpoint of the current
+        state."""
+        if not self._sealed:
+            self._put_frame(_frame(_SEAL_BODY.pack(_SEAL, self._seq), self._crc))
         os.fdatasync(self._fd)  # nothing synced later may depend on an unsynced record
         seq = self._seq + 1
         first_index = self.last_index() + 1
         checkpoint = _checkpoint_body(reset, first_index, self._hard_state, self._snapshot)
-        size = max(self._segment_bytes, needed + len(checkpoint) + _FRAME.size)
+        size = max(self._segment_bytes, needed + len(checkpoint) + _FRAME.size + _SEAL_FRAME)
         path = self._dir / _segment_name(seq)
         spare = self._dir / SPARE
         if self._spare is not None:
@@ -460,6 +483,7 @@ class WalStorage(ResidentStorage):
         if self._spare_error is not None or size > self._segment_bytes or not spare.exists():
             self._spare_error = None
             _zero_fill(spare, size)
+        self._recycled = False
         os.rename(spare, path)
         _fsync_dir(self._dir)
         fd = os.open(path, os.O_RDWR)
@@ -469,9 +493,8 @@ class WalStorage(ResidentStorage):
         self._starts[seq] = first_index
         self._seq, self._fd, self._offset, self._size = seq, fd, 0, size
         self._crc = _chain_seed(seq)
+        self._sealed = False
         self._write(checkpoint)
-        if self._prepare:
-            self._prepare_spare()
 
     def _reset(self, snapshot: Snapshot, hard_state: HardState) -> None:
         self._hard_state = hard_state
@@ -485,15 +508,42 @@ class WalStorage(ResidentStorage):
         self._delete(self._seqs[:-1])
 
     def _delete(self, seqs: list[int]) -> None:
+        """Drop segments that compaction released; one of them becomes the next segment
+        when no spare is ready or being filled (no zero fill then: its old records cannot
+        pass the new segment's CRC chain, and its seal ends it)."""
         for seq in seqs:
             with self._lock:
                 fd = self._fds.pop(seq, None)
             if fd is not None:
                 os.close(fd)
+            path = self._dir / _segment_name(seq)
             with contextlib.suppress(FileNotFoundError):
-                (self._dir / _segment_name(seq)).unlink()
+                if self._can_recycle(path):
+                    os.rename(path, self._dir / SPARE)
+                    self._recycled = True
+                else:
+                    path.unlink()
             self._seqs.remove(seq)
             self._starts.pop(seq, None)
+
+    def _can_recycle(self, path: Path) -> bool:
+        return (
+            self._prepare
+            and self._spare is None
+            and not self._recycled
+            and path.stat().st_size == self._segment_bytes
+        )
+
+    def _maybe_prepare_spare(self) -> None:
+        """Once the current segment is half full, fill a spare in a thread unless one is
+        ready, being filled, or a recycled segment is waiting."""
+        if (
+            self._prepare
+            and self._spare is None
+            and not self._recycled
+            and self._offset > self._size // 2
+        ):
+            self._prepare_spare()
 
     def _spare_rest(self) -> bool:
         """Between megabytes of the spare's fill: rest SPARE_PAUSE_S while the current
@@ -531,7 +581,8 @@ class WalStorage(ResidentStorage):
             crc = _chain_seed(seq)
             offset = 0
             records = 0
-            while True:
+            sealed = False
+            while not sealed:
                 head = data.get(offset, offset + _FRAME.size)
                 if len(head) < _FRAME.size:
                     break
@@ -600,6 +651,11 @@ class WalStorage(ResidentStorage):
                     compacted = reader.snapshot()
                     if snapshot is None or compacted.meta.index > snapshot.meta.index:
                         snapshot = compacted
+                elif kind == _SEAL:
+                    _, sealed_seq = reader.unpack(_SEAL_BODY)
+                    if sealed_seq != seq:
+                        raise StorageCorrupted(f"{where}: the seal of segment {sealed_seq}")
+                    sealed = True  # what follows is left over from the file's last use
                 else:
                     raise StorageCorrupted(f"{where}: unknown record kind {kind}")
                 records += 1
@@ -611,6 +667,7 @@ class WalStorage(ResidentStorage):
                 self._starts[seq] = -1  # filled in below: a rotation that crashed
             self._seq, self._fd, self._offset, self._size = seq, fd, offset, data.size
             self._crc = crc
+            self._sealed = sealed
         if snapshot is None:
             raise StorageCorrupted(f"the Raft log in {self._dir} has no checkpoint")
         # The log after the newest snapshot must be whole.

@@ -4,9 +4,9 @@ over the log of a node that kept it in LevelDB."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
+from typing import Any
 
 import plyvel
 import pytest
@@ -24,6 +24,7 @@ from node.consensus import (
     SnapshotMeta,
     StorageCorrupted,
     UnavailableError,
+    wal_storage,
 )
 from node.consensus.leveldb_storage import LevelDBStorage
 from node.consensus.wal_storage import SPARE, WalStorage
@@ -275,10 +276,83 @@ def test_refused_save_writes_nothing(tmp_path: Path) -> None:
     storage.close()
     again = WalStorage(wal, segment_bytes=SMALL)
     assert again.initial_state() == HardState(1, None, 0) and again.last_index() == 2
-    assert again._spare is not None
-    again._spare.join()  # the next segment is prepared in a thread
-    assert os.path.getsize(wal / SPARE) == SMALL
     again.close()
+
+
+def test_a_spare_is_filled_once_the_segment_is_half_full(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    storage.save(HardState(1, None, 0), entries(1, 3, 1), None)
+    assert storage._spare is None and not (wal / SPARE).exists()
+    storage.save(None, [Entry(1, 3, EntryKind.NORMAL, b"x" * (SMALL // 2))], None)
+    assert storage._spare is not None
+    storage._spare.join()  # the next segment is prepared in a thread
+    assert (wal / SPARE).read_bytes() == bytes(SMALL)
+    storage.close()
+
+
+def test_released_segments_are_reused_without_a_zero_fill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fills: list[int] = []
+    fill = wal_storage._zero_fill
+
+    def counted(path: Path, size: int, *args: Any) -> None:
+        fills.append(size)
+        fill(path, size, *args)
+
+    monkeypatch.setattr(wal_storage, "_zero_fill", counted)
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    twin = MemoryStorage.bootstrap(MEMBERS)
+    started = set(segments(wal))
+    for i in range(1, 300):
+        args = (HardState(1, "n1", i - 1), [Entry(1, i, EntryKind.NORMAL, b"%d" % i * 100)], None)
+        storage.save(*args)
+        twin.save(*args)
+        started |= set(segments(wal))
+        if i % 2 == 0:  # compaction keeps up: all but the last 2 entries
+            snap = Snapshot(SnapshotMeta(i - 2, 1, MEMBERS), b"s%d" % i)
+            storage.compact(snap)
+            twin.compact(snap)
+        if storage._spare is not None:
+            storage._spare.join()
+    same(storage, twin)
+    assert len(started) >= 20  # it rotated often,
+    assert len(fills) <= 3  # and after the first segments every one was a released one
+    assert len(segments(wal)) <= 3
+    storage.close()
+    again = WalStorage(wal, segment_bytes=SMALL)  # old records past each seal are ignored
+    same(again, twin)
+    again.close()
+
+
+def test_a_log_that_stopped_after_sealing_its_segment_continues_in_a_new_one(
+    tmp_path: Path,
+) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=1 << 20)
+    storage.save(HardState(1, "n1", 1), entries(1, 3, 1), None)
+    storage._put_frame(wal_storage._frame(wal_storage._SEAL_BODY.pack(4, 1), storage._crc))
+    storage.close()  # the process stopped before the next segment was made
+    again = WalStorage(wal, segment_bytes=1 << 20)
+    assert again.last_index() == 2
+    again.save(None, entries(3, 4, 1), None)
+    assert len(segments(wal)) == 2
+    again.close()
+    third = WalStorage(wal, segment_bytes=1 << 20)
+    assert third.last_index() == 3 and third.entries(1, 4) == entries(1, 4, 1)
+    third.close()
+
+
+def test_a_seal_naming_another_segment_is_damage(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=1 << 20)
+    storage.save(HardState(1, "n1", 1), entries(1, 3, 1), None)
+    storage._put_frame(wal_storage._frame(wal_storage._SEAL_BODY.pack(4, 7), storage._crc))
+    storage.close()
+    with pytest.raises(StorageCorrupted, match="seal of segment 7"):
+        WalStorage(wal, segment_bytes=1 << 20)
 
 
 def test_a_folder_without_segments_is_replaced(tmp_path: Path) -> None:
