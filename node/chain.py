@@ -65,8 +65,36 @@ def build_checker(genesis: Genesis, ledger: Ledger) -> TxChecker:
     return TxChecker(
         rules,
         IdentityVerifier(genesis.ca_certificates(), reserved_roles(genesis)),
-        lambda identity: ledger.state_get(REVOKED_PREFIX + identity.encode()) is not None,
+        RevocationLookup(ledger),
     )
+
+
+class RevocationLookup:
+    """Whether an identity is revoked in the ledger's committed state. Every transaction
+    of a block asks about its creator, and a block has few creators, so the answers are
+    kept until the ledger's height changes: each is the one a read of the state at that
+    height gives. (Reads in LevelDB release the GIL, and getting it back behind the other
+    threads cost more than the read: docs/performance.md, "Eighth push".)
+
+    Thread-safe: a caller that saw an older height fills a table that no caller at a
+    newer height reads."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._height = -1
+        self._answers: dict[str, bool] = {}
+
+    def __call__(self, identity: str) -> bool:
+        height = self._ledger.tip.height
+        answers = self._answers
+        if height != self._height:
+            answers = {}
+            self._answers, self._height = answers, height
+        revoked = answers.get(identity)
+        if revoked is None:
+            revoked = self._ledger.state_get(REVOKED_PREFIX + identity.encode()) is not None
+            answers[identity] = revoked
+        return revoked
 
 
 def build_executor(

@@ -124,6 +124,7 @@ class _Prepared:
     contract: str
     outcome: Outcome | None  # set when the checks already decided it
     invocation: Invocation | None = None  # set when the contract must run
+    unindexed: bool = False  # the ledger's tx index was read and has no entry for tx_id
 
 
 @dataclass(frozen=True)
@@ -280,7 +281,7 @@ class BlockExecutor:
             if (
                 int(result.code) in INDEXED_CODES
                 and item.tx_id not in locations
-                and self.ledger.tx_location(item.tx_id) is None
+                and (item.unindexed or self.ledger.tx_location(item.tx_id) is None)
             ):
                 locations[item.tx_id] = TxLocation(height, index, int(result.code))
             if (
@@ -370,7 +371,7 @@ class BlockExecutor:
         except Rejection as rej:
             if rej.code in INDEXED_CODES:
                 claimed.add(tx.tx_id)
-            return _Prepared(tx.tx_id, tx.contract, Outcome(rej.code, rej.message))
+            return _Prepared(tx.tx_id, tx.contract, Outcome(rej.code, rej.message), unindexed=True)
         claimed.add(tx.tx_id)
         invocation = Invocation(
             tx_id=tx.tx_id,
@@ -386,15 +387,15 @@ class BlockExecutor:
             outcome = self.lifecycle.execute(invocation, BlockState(self.ledger), governance)
             if outcome.code == TxCode.VALID:
                 governance.update(outcome.writes)
-            return _Prepared(tx.tx_id, tx.contract, outcome)
+            return _Prepared(tx.tx_id, tx.contract, outcome, unindexed=True)
         if self.consenters is not None and consenter_gov.is_consenter_governance(
             tx.contract, tx.function
         ):
             outcome = self.consenters.execute(invocation, BlockState(self.ledger), governance)
             if outcome.code == TxCode.VALID:
                 governance.update(outcome.writes)
-            return _Prepared(tx.tx_id, tx.contract, outcome)
-        return _Prepared(tx.tx_id, tx.contract, None, invocation)
+            return _Prepared(tx.tx_id, tx.contract, outcome, unindexed=True)
+        return _Prepared(tx.tx_id, tx.contract, None, invocation, unindexed=True)
 
     @staticmethod
     def _result(item: _Prepared, outcome: Outcome, index: int, height: int) -> ledger_pb2.TxResult:

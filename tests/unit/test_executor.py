@@ -13,7 +13,7 @@ from medledger.v1 import ledger_pb2
 
 from node import genesis as genesis_mod
 from node import tx as txlib
-from node.chain import REVOKED_PREFIX, build_executor
+from node.chain import REVOKED_PREFIX, RevocationLookup, build_executor
 from node.codes import TxCode
 from node.crypto import keys
 from node.crypto.hashing import merkle_root, sha256
@@ -363,6 +363,28 @@ def test_revoked_creator_at_execution(
     write = commit(executor, [raw], t0)
     assert write.codes == (TxCode.CREATOR_REVOKED,)
     assert ledger.tx_location(tx_id(raw)) is None
+
+
+class _CountingLedger:
+    def __init__(self) -> None:
+        self.tip = layout.Tip(5, b"h" * 32, b"s" * 32, 0)
+        self.state: dict[bytes, bytes] = {}
+        self.reads = 0
+
+    def state_get(self, key: bytes) -> bytes | None:
+        self.reads += 1
+        return self.state.get(key)
+
+
+def test_revocation_is_read_once_per_identity_and_height() -> None:
+    ledger = _CountingLedger()
+    revoked = RevocationLookup(ledger)  # type: ignore[arg-type]
+    assert [revoked("a"), revoked("a"), revoked("b"), revoked("a")] == [False] * 4
+    assert ledger.reads == 2
+    ledger.state[REVOKED_PREFIX + b"a"] = b"true"  # the next block revokes "a"
+    ledger.tip = layout.Tip(6, b"i" * 32, b"t" * 32, 0)
+    assert [revoked("a"), revoked("b"), revoked("a")] == [True, False, True]
+    assert ledger.reads == 4
 
 
 def nested_args_tx(make_tx: TxFactory, doctor: Identity, depth: int) -> bytes:
