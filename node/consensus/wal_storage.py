@@ -470,6 +470,9 @@ class WalStorage(ResidentStorage):
         state."""
         if not self._sealed:
             self._put_frame(_frame(_SEAL_BODY.pack(_SEAL, self._seq), self._crc))
+            # Sealed from here on, even if the rest of the rotation fails (a full disk): a
+            # record written after the seal would be lost on replay.
+            self._sealed = True
         os.fdatasync(self._fd)  # nothing synced later may depend on an unsynced record
         seq = self._seq + 1
         first_index = self.last_index() + 1
@@ -592,16 +595,20 @@ class WalStorage(ResidentStorage):
                     # never reached the disk: in the last segment, clear whatever follows
                     # before anything is written here again.
                     if last:
-                        _zero_tail(fd, data.get(offset, data.size), offset)
+                        _zero_tail(fd, offset, data.size)
                     break
-                body = data.get(offset + _FRAME.size, offset + _FRAME.size + length)
-                if length == 0 or len(body) != length or zlib.crc32(body, crc) != stored:
+                fits = 0 < length <= data.size - offset - _FRAME.size
+                # (A length read from leftover bytes can be anything: read no further.)
+                body = (
+                    data.get(offset + _FRAME.size, offset + _FRAME.size + length) if fits else b""
+                )
+                if not fits or zlib.crc32(body, crc) != stored:
                     if not last:
                         raise StorageCorrupted(
                             f"Raft log segment {path} is damaged at byte {offset}; the "
                             "segments after it cannot be trusted either"
                         )
-                    _zero_tail(fd, data.get(offset, data.size), offset)
+                    _zero_tail(fd, offset, data.size)
                     break
                 where = f"{path} byte {offset}"
                 kind = body[0]
@@ -729,11 +736,20 @@ class _SegmentBytes:
         return bytes(self._buf[start:end])
 
 
-def _zero_tail(fd: int, rest: bytes, offset: int) -> None:
-    """Zero what a torn write left after the last whole record (`rest` holds the file
-    from `offset` to its end), and sync it."""
-    end = offset + len(rest.rstrip(b"\0"))
-    if offset >= end:
+def _zero_tail(fd: int, offset: int, size: int) -> None:
+    """Zero what follows the last whole record (a torn write, or the bytes of the file's
+    earlier use) up to the file's last non-zero byte, and sync it. Read from the end a
+    megabyte at a time: a zero-filled segment's tail costs reads, not writes, and memory
+    stays at a megabyte."""
+    end = size
+    while end > offset:
+        start = max(offset, end - len(_ZEROS))
+        left = os.pread(fd, end - start, start).rstrip(b"\0")
+        if left:
+            end = start + len(left)
+            break
+        end = start
+    if end <= offset:
         return
     while offset < end:
         offset += os.pwrite(fd, _ZEROS[: min(end - offset, len(_ZEROS))], offset)

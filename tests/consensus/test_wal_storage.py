@@ -4,6 +4,7 @@ over the log of a node that kept it in LevelDB."""
 
 from __future__ import annotations
 
+import errno
 import random
 from pathlib import Path
 from typing import Any
@@ -395,3 +396,57 @@ def test_stray_files_and_empty_records_are_storage_errors(tmp_path: Path) -> Non
     (wal / "-1.wal").write_bytes(b"")
     with pytest.raises(StorageCorrupted, match="unexpected file"):
         WalStorage(wal, segment_bytes=SMALL)
+
+
+def test_a_failed_rotation_lets_no_record_follow_the_seal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    storage.save(HardState(1, "n1", 0), [Entry(1, 1, EntryKind.NORMAL, b"a" * 100)], None)
+    fill = wal_storage._zero_fill
+
+    def full_disk(path: Path, size: int, *args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(wal_storage, "_zero_fill", full_disk)
+    with pytest.raises(OSError):  # a record bigger than a segment needs a bigger one
+        storage.save(None, [Entry(1, 2, EntryKind.NORMAL, b"b" * (2 * SMALL))], None)
+    monkeypatch.setattr(wal_storage, "_zero_fill", fill)
+    storage.save(HardState(1, "n1", 1), [Entry(1, 2, EntryKind.NORMAL, b"c" * 10)], None)
+    storage.close()
+    again = WalStorage(wal, segment_bytes=SMALL)
+    assert again.last_index() == 2 and again.entries(2, 3)[0].data == b"c" * 10
+    again.close()
+
+
+def test_a_torn_record_in_a_reused_segment_is_cleared_to_the_end(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
+    index = 0
+    while not storage._recycled:  # run until a released segment waits as the spare
+        index += 1
+        storage.save(HardState(1, "n1", index - 1), entries(index, index + 1, 1), None)
+        if index > 2:
+            storage.compact(Snapshot(SnapshotMeta(index - 2, 1, MEMBERS)))
+    while storage._recycled:  # and until it is the segment being written
+        index += 1
+        storage.save(HardState(1, "n1", index - 1), entries(index, index + 1, 1), None)
+    path = wal / segments(wal)[-1]
+    assert path.read_bytes()[storage._offset :].strip(b"\0")  # the file's earlier use
+    end = storage._offset
+    storage.save(None, [Entry(1, index + 1, EntryKind.NORMAL, b"t" * 300)], None, sync=False)
+    storage.close()
+    with path.open("r+b") as f:  # the unsynced record was torn
+        f.seek(end + 100)
+        f.write(b"\xee" * 8)
+    again = WalStorage(wal, segment_bytes=SMALL)
+    assert again.last_index() == index
+    assert path.read_bytes()[end:] == bytes(SMALL - end)
+    again.save(None, [Entry(1, index + 1, EntryKind.NORMAL, b"u" * 10)], None)
+    again.close()
+    third = WalStorage(wal, segment_bytes=SMALL)
+    assert (
+        third.last_index() == index + 1 and third.entries(index + 1, index + 2)[0].data == b"u" * 10
+    )
+    third.close()
