@@ -68,7 +68,8 @@ class MempoolSection:
 
 @dataclass(frozen=True)
 class StorageSection:
-    # Size of each Raft write-ahead log segment, zero-filled ahead of use (data_dir/raft).
+    # Size of each Raft write-ahead log segment (data_dir/raft): a released segment is
+    # reused, or a new one zero-filled ahead of use.
     raft_segment_mb: int = 64
     # LevelDB's write buffer for the ledger (data_dir/ledger): the memtable is written out
     # as a table, and compacted, each time this much has been written. Nodes that share

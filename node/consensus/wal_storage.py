@@ -529,23 +529,18 @@ class WalStorage(ResidentStorage):
             self._seqs.remove(seq)
             self._starts.pop(seq, None)
 
+    def _no_spare(self) -> bool:
+        """Spares are this log's to make, and none is filled, being filled or waiting
+        recycled."""
+        return self._prepare and self._spare is None and not self._recycled
+
     def _can_recycle(self, path: Path) -> bool:
-        return (
-            self._prepare
-            and self._spare is None
-            and not self._recycled
-            and path.stat().st_size == self._segment_bytes
-        )
+        return self._no_spare() and path.stat().st_size == self._segment_bytes
 
     def _maybe_prepare_spare(self) -> None:
-        """Once the current segment is half full, fill a spare in a thread unless one is
-        ready, being filled, or a recycled segment is waiting."""
-        if (
-            self._prepare
-            and self._spare is None
-            and not self._recycled
-            and self._offset > self._size // 2
-        ):
+        """Once the current segment is half full, fill a spare in a thread if there is
+        none."""
+        if self._offset > self._size // 2 and self._no_spare():
             self._prepare_spare()
 
     def _spare_rest(self) -> bool:

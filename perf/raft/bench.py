@@ -298,10 +298,10 @@ def main() -> int:
             "connections": args.connections,
             "warmup_s": args.warmup,
             "seconds": args.seconds,
-            "medledger": "RawNode + WalStorage (zero-filled segments, fdatasync when must_sync, "
-            "saves on the "
-            "event loop; the leader sends a Ready marked async_save before saving it and counts "
-            "itself once saved), the node's garbage-collector settings (node/gctune.py), "
+            "medledger": "RawNode + WalStorage (released segments reused, fdatasync "
+            "when must_sync, saves on the event loop; the leader sends a Ready marked "
+            "async_save before saving it and counts itself once saved), the node's "
+            "garbage-collector settings (node/gctune.py), "
             f"trio TCP, tick {args.tick_ms} ms, election_tick 10, heartbeat_tick 1",
             "medledger-sync": "as medledger before issue 3's async save: persist, then send",
             "medledger-lazy": "as medledger, RaftConfig(broadcast_commit=False)",
