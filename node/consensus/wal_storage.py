@@ -9,13 +9,14 @@ background compaction of the Raft keys grew to 0.07-0.17 cores per node under lo
 map is metadata the sync must commit). docs/performance.md has the measurements.
 
 Layout: a directory of segments `<seq>.wal` (seq 1, 2, ... as 16 decimal digits), each
-SEGMENT_BYTES long before use: a segment that compaction released is renamed to
-`spare.tmp` and becomes the next segment; when none was released by the time the current
-segment is half full, a background thread zero-fills a new `spare.tmp` instead (a fill
-writes and syncs the whole file, which on a shared disk delays every other sync: in the
-Raft benchmark the rounds with fills had windows where all 64 requests in flight waited
-over 20 ms, rounds without none). A segment is a sequence of records, then zeros or the
-bytes of the file's earlier use:
+SEGMENT_BYTES long before use. The next segment is always ready as `spare.tmp`: a new
+log is made with a zero-filled one, a segment that compaction released is renamed to it,
+and only when none was released by the time the current segment is half full does a
+background thread zero-fill a new one (a fill writes and syncs the whole file, which on a
+shared disk delays every other sync: in the Raft benchmark the rounds with fills had
+windows where all 64 requests in flight waited over 20 ms, rounds without none).
+
+A segment is a sequence of records, then zeros or the bytes of the file's earlier use:
 
     body length u32 | CRC-32 of the body u32 | body = kind u8 | payload
 
@@ -242,7 +243,9 @@ class WalStorage(ResidentStorage):
         self._where: dict[int, tuple[int, int, int, int, EntryKind]] = {}
         self._starts: dict[int, int] = {}  # segment -> first index when it was started
         self._spare: threading.Thread | None = None  # a fill, running or done
-        self._recycled = False  # SPARE is a segment that compaction released
+        # SPARE is complete and no thread writes it: made with the log, left by an earlier
+        # run, or a segment that compaction released.
+        self._spare_ready = False
         self._sealed = False  # the current segment has its seal: the next write rotates
         self._spare_error: OSError | None = None
         self._closed = False
@@ -253,8 +256,15 @@ class WalStorage(ResidentStorage):
         seqs = _segments(self._dir)
         if not seqs:
             raise StorageCorrupted(f"no Raft log in {self._dir}")
+        spare = self._dir / SPARE
         with contextlib.suppress(FileNotFoundError):
-            (self._dir / SPARE).unlink()  # perhaps half filled when the process stopped
+            # A fill that the process's end cut short leaves a short file. A full-size one
+            # is a good spare, whatever it holds: the next segment's CRC chain and its seal
+            # keep old bytes from passing for records.
+            if spare.stat().st_size == segment_bytes:
+                self._spare_ready = True
+            else:
+                spare.unlink()
         super().__init__(EMPTY_SNAPSHOT, resident_bytes)
         try:
             self._replay(seqs)
@@ -342,6 +352,9 @@ class WalStorage(ResidentStorage):
         aside.mkdir(parents=True, mode=0o700)
         first_segment = aside / _segment_name(1)
         _zero_fill(first_segment, segment_bytes)
+        # And the spare, now, before the log is in use: filled later, beside the log's
+        # own synced writes, it delayed them (on a shared disk, every member's).
+        _zero_fill(aside / SPARE, segment_bytes)
         body = _checkpoint_body(True, snapshot.meta.index + 1, hard_state, snapshot)
         fd = os.open(first_segment, os.O_RDWR)
         try:
@@ -486,7 +499,7 @@ class WalStorage(ResidentStorage):
         if self._spare_error is not None or size > self._segment_bytes or not spare.exists():
             self._spare_error = None
             _zero_fill(spare, size)
-        self._recycled = False
+        self._spare_ready = False
         os.rename(spare, path)
         _fsync_dir(self._dir)
         fd = os.open(path, os.O_RDWR)
@@ -523,7 +536,7 @@ class WalStorage(ResidentStorage):
             with contextlib.suppress(FileNotFoundError):
                 if self._can_recycle(path):
                     os.rename(path, self._dir / SPARE)
-                    self._recycled = True
+                    self._spare_ready = True
                 else:
                     path.unlink()
             self._seqs.remove(seq)
@@ -532,7 +545,7 @@ class WalStorage(ResidentStorage):
     def _no_spare(self) -> bool:
         """Spares are this log's to make, and none is filled, being filled or waiting
         recycled."""
-        return self._prepare and self._spare is None and not self._recycled
+        return self._prepare and self._spare is None and not self._spare_ready
 
     def _can_recycle(self, path: Path) -> bool:
         return self._no_spare() and path.stat().st_size == self._segment_bytes

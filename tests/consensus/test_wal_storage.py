@@ -280,12 +280,46 @@ def test_refused_save_writes_nothing(tmp_path: Path) -> None:
     again.close()
 
 
+def test_a_new_log_comes_with_its_spare_and_keeps_it_across_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wal = tmp_path / "raft"
+    WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL).close()
+    assert (wal / SPARE).read_bytes() == bytes(SMALL)
+
+    def no_fill(path: Path, size: int, *args: Any) -> None:
+        raise AssertionError("the spare made with the log was filled again")
+
+    monkeypatch.setattr(wal_storage, "_zero_fill", no_fill)
+    storage = WalStorage(wal, segment_bytes=SMALL)
+    storage.save(
+        HardState(1, None, 0), [Entry(1, 1, EntryKind.NORMAL, b"x" * (SMALL - 1000))], None
+    )
+    assert storage._spare is None and storage._spare_ready  # over half full, no fill
+    storage.save(None, [Entry(1, 2, EntryKind.NORMAL, b"y" * 1200)], None)
+    assert segments(wal)[-1] == "0000000000000002.wal"  # rotated into the spare
+    storage.close()
+
+
+def test_a_short_spare_left_by_a_stopped_fill_is_removed(tmp_path: Path) -> None:
+    wal = tmp_path / "raft"
+    WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL).close()
+    with (wal / SPARE).open("r+b") as f:
+        f.truncate(SMALL // 3)
+    storage = WalStorage(wal, segment_bytes=SMALL)
+    assert not (wal / SPARE).exists() and not storage._spare_ready
+    storage.close()
+
+
 def test_a_spare_is_filled_once_the_segment_is_half_full(tmp_path: Path) -> None:
     wal = tmp_path / "raft"
     storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
     storage.save(HardState(1, None, 0), entries(1, 3, 1), None)
+    storage.save(None, [Entry(1, 3, EntryKind.NORMAL, b"x" * (SMALL * 3 // 4))], None)
+    # Into the spare made with the log; nothing compacted, so no segment is released.
+    storage.save(None, [Entry(1, 4, EntryKind.NORMAL, b"x" * (SMALL // 3))], None)
     assert storage._spare is None and not (wal / SPARE).exists()
-    storage.save(None, [Entry(1, 3, EntryKind.NORMAL, b"x" * (SMALL // 2))], None)
+    storage.save(None, [Entry(1, 5, EntryKind.NORMAL, b"x" * (SMALL // 4))], None)
     assert storage._spare is not None
     storage._spare.join()  # the next segment is prepared in a thread
     assert (wal / SPARE).read_bytes() == bytes(SMALL)
@@ -424,14 +458,12 @@ def test_a_torn_record_in_a_reused_segment_is_cleared_to_the_end(tmp_path: Path)
     wal = tmp_path / "raft"
     storage = WalStorage.initialize(wal, MEMBERS, segment_bytes=SMALL)
     index = 0
-    while not storage._recycled:  # run until a released segment waits as the spare
+    # Segment 2 is the spare made with the log; segment 3 is segment 1, released.
+    while storage._seq < 3:
         index += 1
         storage.save(HardState(1, "n1", index - 1), entries(index, index + 1, 1), None)
         if index > 2:
             storage.compact(Snapshot(SnapshotMeta(index - 2, 1, MEMBERS)))
-    while storage._recycled:  # and until it is the segment being written
-        index += 1
-        storage.save(HardState(1, "n1", index - 1), entries(index, index + 1, 1), None)
     path = wal / segments(wal)[-1]
     assert path.read_bytes()[storage._offset :].strip(b"\0")  # the file's earlier use
     end = storage._offset
