@@ -1,7 +1,7 @@
 """Raft consensus for MedLedger: a sans-IO core (rawnode.py, raft.py), its storage
 (storage.py, leveldb_storage.py) and a deterministic simulator (sim/)."""
 
-from node.consensus.config import Mutation, RaftConfig
+from node.consensus.config import CommitNotice, Mutation, RaftConfig
 from node.consensus.entry import Entry, EntryKind, HardState, Snapshot, SnapshotMeta
 from node.consensus.errors import (
     CompactedError,
@@ -19,6 +19,7 @@ from node.consensus.role import Role
 from node.consensus.storage import MemoryStorage, Storage
 
 __all__ = [
+    "CommitNotice",
     "CompactedError",
     "ConfChange",
     "ConfChangeRefused",

@@ -6,6 +6,24 @@ import enum
 from dataclasses import dataclass, field
 
 
+class CommitNotice(enum.Enum):
+    """How a leader tells followers that the commit index moved (they apply only what
+    they know is committed, so this decides when a follower's clients hear back)."""
+
+    # An APPEND (empty if need be) to every follower at each advance: two messages, a
+    # follower Ready and a write per follower per advance.
+    EVERY = "every"
+    # The same, but only to followers that have no uncommitted entry in flight: the
+    # others will acknowledge those entries, and the advance that commits them is sent
+    # to them then (or rides on the next APPEND before). Under pipelined load this drops
+    # most commit-only APPENDs; a follower learns a commit at most one in-flight
+    # round later, and as soon as before when the leader is not pipelining.
+    SETTLED = "settled"
+    # Never: followers learn commits from the next APPEND or heartbeat (when idle, up to
+    # a heartbeat interval later).
+    LAZY = "lazy"
+
+
 class Mutation(enum.Enum):
     """Deliberately broken rules, for mutation tests of the simulator only.
 
@@ -49,11 +67,8 @@ class RaftConfig:
     # limit), so that a leader cut off from its quorum does not pile up a log that its
     # successor must ship before anything new commits.
     max_uncommitted_entries: int = 0
-    # Send every follower an APPEND (empty if need be) as soon as the commit index
-    # moves. False: followers learn it from the next APPEND or heartbeat instead, which
-    # under load saves a message, a Ready and a write per follower per commit; when
-    # idle, followers then apply up to a heartbeat interval later.
-    broadcast_commit: bool = True
+    # When followers hear that the commit index moved (see CommitNotice).
+    commit_notice: CommitNotice = CommitNotice.SETTLED
     # Bound on the bytes of committed entries handed out in one Ready.
     max_committed_bytes_per_ready: int = 8 << 20
     # The application's durable applied index at start-up: committed entries above it

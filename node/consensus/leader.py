@@ -5,7 +5,7 @@ owns the state; the attributes declared here are the ones this half uses.
 
 from __future__ import annotations
 
-from node.consensus.config import RaftConfig
+from node.consensus.config import CommitNotice, RaftConfig
 from node.consensus.confighistory import ConfigHistory
 from node.consensus.entry import Entry, EntryKind
 from node.consensus.errors import ConfChangeRefused, NotLeader, ProposalDropped
@@ -36,6 +36,7 @@ class LeaderMixin:
     lead_transferee: str | None
     noop_index: int
     pending_bcast: bool
+    pending_commit: bool
     ticks: int
     stall_ticks: int
     mut_commit_prior: bool
@@ -72,7 +73,7 @@ class LeaderMixin:
             return
         own = self.progress.get(self.id)
         if own is not None and own.maybe_update(self.log.stable_index()) and self._maybe_commit():
-            self.pending_bcast |= self.cfg.broadcast_commit
+            self.pending_commit = True
 
     def propose(self, payloads: list[bytes]) -> int:
         """Append NORMAL entries; returns the index of the last one."""
@@ -137,15 +138,22 @@ class LeaderMixin:
 
     def flush(self) -> None:
         """Send what proposals and commits since the last Ready made sendable."""
-        if self.pending_bcast:
-            self.pending_bcast = False
-            if self.role is not Role.LEADER:
-                return
-            for node in self.progress:
-                if node != self.id:
-                    self._send_append(node, True)
-                    while self._send_append(node, False):
-                        pass
+        if not (self.pending_bcast or self.pending_commit):
+            return
+        everyone = self.pending_bcast or self.cfg.commit_notice is CommitNotice.EVERY
+        self.pending_bcast = self.pending_commit = False
+        if self.role is not Role.LEADER:
+            return
+        if not everyone and self.cfg.commit_notice is CommitNotice.LAZY:
+            return
+        committed = self.log.committed
+        for node, pr in self.progress.items():
+            # SETTLED: a follower with uncommitted entries in flight hears of this
+            # commit with a later APPEND or with the advance that commits those.
+            if node != self.id and (everyone or pr.next - 1 <= committed):
+                self._send_append(node, True)
+                while self._send_append(node, False):
+                    pass
 
     def _send_append(self, to: str, send_if_empty: bool) -> bool:
         pr = self.progress[to]
@@ -232,9 +240,12 @@ class LeaderMixin:
                 pr.become_replicate()
         else:
             pr.free_inflight_to(m.index)
-        committed = self._maybe_commit() and self.cfg.broadcast_commit
+        committed = self._maybe_commit()
         if committed:
-            self.pending_bcast = True  # the broadcast tells everyone, this follower too
+            self.pending_commit = True
+            # The notice tells this follower too (or, SETTLED, its in-flight entries
+            # will), unless notices are LAZY.
+            committed = self.cfg.commit_notice is not CommitNotice.LAZY
         if self.role is not Role.LEADER:
             return  # the commit removed us
         if was_paused and not committed:

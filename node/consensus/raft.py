@@ -63,6 +63,7 @@ class Raft(LeaderMixin):
         self.lead_transferee: str | None = None
         self.noop_index = 0
         self.pending_bcast = False
+        self.pending_commit = False
         self.ticks = 0  # ticks seen by this incarnation; only differences matter
         self.stall_ticks = max(2 * config.heartbeat_tick, config.election_tick // 2)
         muts = config.mutations
@@ -99,6 +100,7 @@ class Raft(LeaderMixin):
         self.reads.clear()
         self.reads_waiting_for_term_commit = []
         self.pending_bcast = False
+        self.pending_commit = False
 
     def become_follower(self, term: int, lead: str | None) -> None:
         self._reset(term)

@@ -176,6 +176,7 @@ class RawNode:
         return bool(
             r.msgs
             or r.pending_bcast
+            or r.pending_commit
             or log.has_unsaved()
             or log.unstable_snapshot is not None
             or r.read_states

@@ -51,6 +51,8 @@ SYSTEMS = (
     "medledger-writer",
     "medledger-sync",
     "medledger-lazy",
+    "medledger-every",
+    "medledger-settled",
     "medledger-lazy-writer",
     "medledger-nofsync",
     "medledger-thread",
@@ -114,8 +116,10 @@ def member_commands(
     extra = {
         "medledger-writer": ["--async-save", "writer"],
         "medledger-sync": ["--async-save", "off"],
-        "medledger-lazy": ["--lazy-commit"],
-        "medledger-lazy-writer": ["--lazy-commit", "--async-save", "writer"],
+        "medledger-lazy": ["--commit-notice", "lazy"],
+        "medledger-every": ["--commit-notice", "every"],
+        "medledger-settled": ["--commit-notice", "settled"],
+        "medledger-lazy-writer": ["--commit-notice", "lazy", "--async-save", "writer"],
         "medledger-nofsync": ["--no-fsync"],
         "medledger-thread": ["--save-in-thread", "--async-save", "off"],
         "medledger-gc": ["--gc-threshold", "100000"],
@@ -125,14 +129,15 @@ def member_commands(
         "medledger-lazy-bigbuf": [
             "--storage",
             "leveldb",
-            "--lazy-commit",
+            "--commit-notice",
+            "lazy",
             "--write-buffer-mb",
             "64",
         ],
         "medledger-leveldb": ["--storage", "leveldb"],
-        "medledger-lazy-bigseg": ["--lazy-commit", "--segment-mb", "1024"],
+        "medledger-lazy-bigseg": ["--commit-notice", "lazy", "--segment-mb", "1024"],
         "medledger-nocompact": ["--compact-every", "100000000"],
-        "medledger-lazy-leveldb": ["--storage", "leveldb", "--lazy-commit"],
+        "medledger-lazy-leveldb": ["--storage", "leveldb", "--commit-notice", "lazy"],
     }
     for i, node_id in enumerate(ids):
         commands.append(
@@ -304,7 +309,9 @@ def main() -> int:
             "garbage-collector settings (node/gctune.py), "
             f"trio TCP, tick {args.tick_ms} ms, election_tick 10, heartbeat_tick 1",
             "medledger-sync": "as medledger before issue 3's async save: persist, then send",
-            "medledger-lazy": "as medledger, RaftConfig(broadcast_commit=False)",
+            "medledger-lazy": "as medledger, RaftConfig(commit_notice=LAZY)",
+            "medledger-every": "as medledger, RaftConfig(commit_notice=EVERY)",
+            "medledger-settled": "as medledger, RaftConfig(commit_notice=SETTLED)",
             "medledger-writer": "as medledger, leader saves in one writer thread (pipelined)",
             "medledger-lazy-writer": "medledger-lazy and medledger-writer together",
             "medledger-leveldb": "as medledger, the Raft log in LevelDB (plyvel, sync=True)",

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import gc
 import json
 import queue
@@ -45,6 +46,7 @@ import trio
 
 from node import gctune
 from node.consensus import (
+    CommitNotice,
     Entry,
     EntryKind,
     HardState,
@@ -235,7 +237,7 @@ class Member:
         save_in_thread: bool,
         apply_early: bool = False,
         async_save: str = "loop",
-        broadcast_commit: bool = True,
+        commit_notice: CommitNotice | None = None,
         compact_every: int = COMPACT_EVERY,
         write_buffer_mb: int = 0,
         storage: str = "wal",
@@ -265,9 +267,9 @@ class Member:
                 str(data_dir), create_if_missing=True, error_if_exists=True, **buffer
             )
             self.storage = LevelDBStorage.initialize(self.db, Membership.of(raft_ports))
-        config = RaftConfig(
-            id=node_id, election_tick=10, heartbeat_tick=1, broadcast_commit=broadcast_commit
-        )
+        config = RaftConfig(id=node_id, election_tick=10, heartbeat_tick=1)
+        if commit_notice is not None:
+            config = dataclasses.replace(config, commit_notice=commit_notice)
         self.node = RawNode(config, self.storage, random.Random(node_id))
         self.wake = trio.Event()
         self.links = {
@@ -582,9 +584,9 @@ def main(argv: list[str] | None = None) -> int:
         help="how a leader saves a Ready it may send first (see the module docstring)",
     )
     parser.add_argument(
-        "--lazy-commit",
-        action="store_true",
-        help="RaftConfig(broadcast_commit=False): commits ride on the next APPEND/heartbeat",
+        "--commit-notice",
+        choices=[c.value for c in CommitNotice],
+        help="RaftConfig.commit_notice: when followers hear of commits (default: the core's)",
     )
     parser.add_argument(
         "--compact-every", type=int, default=COMPACT_EVERY, help="entries between compactions"
@@ -616,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         save_in_thread=args.save_in_thread,
         apply_early=args.apply_early,
         async_save=args.async_save,
-        broadcast_commit=not args.lazy_commit,
+        commit_notice=CommitNotice(args.commit_notice) if args.commit_notice else None,
         compact_every=args.compact_every,
         write_buffer_mb=args.write_buffer_mb,
         storage=args.storage,

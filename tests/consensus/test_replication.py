@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 
-from node.consensus import Entry, Message, MessageType, Mutation, RaftError, Role
+from node.consensus import CommitNotice, Entry, Message, MessageType, Mutation, RaftError, Role
 from node.consensus.sim.scripted import ScriptedNet
 
 THREE = ["n1", "n2", "n3"]
@@ -405,3 +405,63 @@ def test_malformed_messages_are_refused() -> None:
     assert net["n2"].raft.log.last_index() == last
     ok = Message(MessageType.APPEND, "n2", "n1", 1, 1, 1, (Entry(1, 2, data=b"d"),), 1)
     assert n2.step(ok) is True
+
+
+def commit_notices(notice: CommitNotice) -> tuple[list[str], list[str], ScriptedNet]:
+    """n1 leads; B is in flight to both followers when n2's ack of A commits A, and
+    then n2's ack of B commits B. Returns the followers sent a commit-only APPEND at
+    each of the two commits."""
+    net = ScriptedNet(THREE, seed=9, commit_notice=notice)
+    net.elect("n1")
+    leader = net["n1"]
+    leader.node.propose([b"A"])
+    net.process("n1")
+    a_msgs = list(net.queue)
+    net.queue.clear()
+    for msg in a_msgs:  # both followers store A and answer
+        net.deliver(msg)
+        net.process(msg.to)
+    acks_a = [m for m in net.queue if m.sender == "n2"]
+    net.queue.clear()
+    leader.node.propose([b"B"])
+    net.process("n1")
+    b_msgs = list(net.queue)  # B to both followers, not delivered yet
+    net.queue.clear()
+
+    def empty_appends() -> list[str]:
+        sent = sorted(m.to for m in net.queue if m.type is MessageType.APPEND and not m.entries)
+        net.queue.clear()
+        return sent
+
+    for ack in acks_a:
+        net.deliver(ack)
+    net.process("n1")
+    assert leader.raft.log.committed == a_msgs[0].index + 1
+    at_a = empty_appends()
+    for msg in b_msgs:
+        if msg.to == "n2":
+            net.deliver(msg)
+            net.process("n2")
+    for ack in [m for m in net.queue if m.sender == "n2"]:
+        net.deliver(ack)
+    net.queue.clear()
+    net.process("n1")
+    assert leader.raft.log.committed == a_msgs[0].index + 2
+    return at_a, empty_appends(), net
+
+
+def test_settled_commit_notices_skip_followers_with_entries_in_flight() -> None:
+    # At A's commit both followers still have B to acknowledge; at B's commit nothing of
+    # theirs is uncommitted, so both hear of it at once.
+    assert commit_notices(CommitNotice.SETTLED)[:2] == ([], ["n2", "n3"])
+    assert commit_notices(CommitNotice.EVERY)[:2] == (["n2", "n3"], ["n2", "n3"])
+    assert commit_notices(CommitNotice.LAZY)[:2] == ([], [])
+
+
+def test_lazy_followers_learn_commits_from_the_next_heartbeat() -> None:
+    *_, net = commit_notices(CommitNotice.LAZY)
+    top = net["n1"].raft.log.committed
+    assert net["n3"].raft.log.committed < top
+    net.tick(n=2)
+    assert committed_everywhere(net, top)
+    net.assert_consistent()

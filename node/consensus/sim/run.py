@@ -20,7 +20,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from node.consensus.config import Mutation, RaftConfig
+from node.consensus.config import CommitNotice, Mutation, RaftConfig
 from node.consensus.entry import Entry, HardState
 from node.consensus.errors import RaftError
 from node.consensus.membership import ConfChange, ConfChangeType, Membership, decode_membership
@@ -115,8 +115,8 @@ class Simulation:
         # Three seeds in four write asynchronously at the leader; the rest as a plain
         # persist-send-apply loop (what RaftOrderer and the scripted tests do).
         self.async_writes = seed % 4 != 0
-        # One seed in three lets followers learn commits from the next APPEND/heartbeat.
-        self.broadcast_commit = seed % 3 != 0
+        # Seeds take turns at the three ways a leader tells followers of commits.
+        self.commit_notice = (CommitNotice.LAZY, CommitNotice.EVERY, CommitNotice.SETTLED)[seed % 3]
         self.disk_rng = random.Random(f"disk/{seed}")
         self.members: dict[str, SimMember] = {}
         founders = [f"n{i}" for i in range(1, nodes + 1)]
@@ -148,7 +148,7 @@ class Simulation:
             max_entries_per_msg=self.max_entries,
             max_inflight=self.max_inflight,
             max_uncommitted_entries=32,
-            broadcast_commit=self.broadcast_commit,
+            commit_notice=self.commit_notice,
             applied=m.applied,
             mutations=self.mutations,
         )
