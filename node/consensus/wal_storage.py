@@ -9,10 +9,10 @@ background compaction of the Raft keys grew to 0.07-0.17 cores per node under lo
 map is metadata the sync must commit). docs/performance.md has the measurements.
 
 Layout: a directory of segments `<seq>.wal` (seq 1, 2, ... as 16 decimal digits), each
-SEGMENT_BYTES long before use. The next segment is always ready as `spare.tmp`: a new
-log is made with a zero-filled one, a segment that compaction released is renamed to it,
-and only when none was released by the time the current segment is half full does a
-background thread zero-fill a new one (a fill writes and syncs the whole file, which on a
+SEGMENT_BYTES long before use. The next segment waits as `spare.tmp`: a new log is made
+with a zero-filled one, a segment that compaction released is renamed to it, and only
+when there is none by the time the current segment is half full does a background
+thread zero-fill a new one (a fill writes and syncs the whole file, which on a
 shared disk delays every other sync: in the Raft benchmark the rounds with fills had
 windows where all 64 requests in flight waited over 20 ms, rounds without none).
 

@@ -407,61 +407,118 @@ def test_malformed_messages_are_refused() -> None:
     assert n2.step(ok) is True
 
 
-def commit_notices(notice: CommitNotice) -> tuple[list[str], list[str], ScriptedNet]:
-    """n1 leads; B is in flight to both followers when n2's ack of A commits A, and
-    then n2's ack of B commits B. Returns the followers sent a commit-only APPEND at
-    each of the two commits."""
+class CommitRound:
+    """n1 leads n2 and n3. A is stored by both followers; B goes out to both before
+    n2's acknowledgement of A commits A. Records the empty APPENDs (commit notices) the
+    leader sends at A's commit and at B's, and what each follower knows after each."""
+
+    def __init__(self, notice: CommitNotice) -> None:
+        self.net = net = ScriptedNet(THREE, seed=9, commit_notice=notice)
+        net.elect("n1")
+        leader = net["n1"]
+        leader.node.propose([b"A"])
+        net.process("n1")
+        acks_a = self.exchange(self.take())
+        self.a = leader.raft.log.last_index()
+        leader.node.propose([b"B"])
+        net.process("n1")
+        appends_b = self.take()
+        assert {m.to for m in appends_b} == {"n2", "n3"}
+        self.b = leader.raft.log.last_index()
+        net.deliver(next(m for m in acks_a if m.sender == "n2"))
+        net.process("n1")
+        assert leader.raft.log.committed == self.a
+        self.notices_a = self.empty_appends(sent := self.take())
+        acks_b = self.exchange(appends_b + sent)
+        self.known_after_a = self.known()
+        for m in acks_a + acks_b:
+            if m.sender == "n3" or m.index == self.b:
+                net.deliver(m)
+        net.process("n1")
+        assert leader.raft.log.committed == self.b
+        self.notices_b = self.empty_appends(sent := self.take())
+        self.exchange(sent)
+        self.known_after_b = self.known()
+
+    def take(self) -> list[Message]:
+        out = list(self.net.queue)
+        self.net.queue.clear()
+        return out
+
+    def exchange(self, msgs: list[Message]) -> list[Message]:
+        """Deliver `msgs`; the recipients handle them; returns their answers."""
+        for m in msgs:
+            self.net.deliver(m)
+        for to in sorted({m.to for m in msgs}):
+            self.net.process(to)
+        return self.take()
+
+    @staticmethod
+    def empty_appends(msgs: list[Message]) -> list[str]:
+        return sorted(m.to for m in msgs if m.type is MessageType.APPEND and not m.entries)
+
+    def known(self) -> dict[str, int]:
+        return {f: self.net[f].raft.log.committed for f in ("n2", "n3")}
+
+
+def test_every_commit_notice_tells_each_follower_at_each_advance() -> None:
+    r = CommitRound(CommitNotice.EVERY)
+    assert r.notices_a == ["n2", "n3"] and r.notices_b == ["n2", "n3"]
+    assert r.known_after_a == {"n2": r.a, "n3": r.a}
+    assert r.known_after_b == {"n2": r.b, "n3": r.b}
+
+
+def test_settled_commit_notices_wait_for_the_entries_in_flight() -> None:
+    # At A's commit both followers have B in flight: no notice, and they learn of A only
+    # with the advance that commits B, which is sent to both (its cost: one more round).
+    r = CommitRound(CommitNotice.SETTLED)
+    assert r.notices_a == [] and r.notices_b == ["n2", "n3"]
+    assert r.known_after_a == {"n2": r.a - 1, "n3": r.a - 1}
+    assert r.known_after_b == {"n2": r.b, "n3": r.b}
+
+
+def test_lazy_commit_notices_leave_it_to_appends_and_heartbeats() -> None:
+    r = CommitRound(CommitNotice.LAZY)
+    assert r.notices_a == [] and r.notices_b == []
+    assert r.known_after_b == {"n2": r.a - 1, "n3": r.a - 1}
+    r.net.tick(n=1)
+    assert committed_everywhere(r.net, r.b)
+    r.net.assert_consistent()
+
+
+def pipelined_with_a_lost_ack(notice: CommitNotice) -> tuple[ScriptedNet, int, int]:
+    """n3 is down, so B commits only on n2's acknowledgement; A and B go out together and
+    n2's first acknowledgement of B is lost. Returns the net, B's index and the commit
+    index once the network is quiet."""
     net = ScriptedNet(THREE, seed=9, commit_notice=notice)
     net.elect("n1")
+    net.crash("n3")
     leader = net["n1"]
     leader.node.propose([b"A"])
     net.process("n1")
-    a_msgs = list(net.queue)
-    net.queue.clear()
-    for msg in a_msgs:  # both followers store A and answer
-        net.deliver(msg)
-        net.process(msg.to)
-    acks_a = [m for m in net.queue if m.sender == "n2"]
-    net.queue.clear()
     leader.node.propose([b"B"])
     net.process("n1")
-    b_msgs = list(net.queue)  # B to both followers, not delivered yet
-    net.queue.clear()
+    b = leader.raft.log.last_index()
+    lost: list[Message] = []
 
-    def empty_appends() -> list[str]:
-        sent = sorted(m.to for m in net.queue if m.type is MessageType.APPEND and not m.entries)
-        net.queue.clear()
-        return sent
+    def lose_first_ack_of_b(m: Message) -> bool:
+        if m.type is MessageType.APPEND_RESP and m.index == b and not lost:
+            lost.append(m)
+            return False
+        return True
 
-    for ack in acks_a:
-        net.deliver(ack)
-    net.process("n1")
-    assert leader.raft.log.committed == a_msgs[0].index + 1
-    at_a = empty_appends()
-    for msg in b_msgs:
-        if msg.to == "n2":
-            net.deliver(msg)
-            net.process("n2")
-    for ack in [m for m in net.queue if m.sender == "n2"]:
-        net.deliver(ack)
-    net.queue.clear()
-    net.process("n1")
-    assert leader.raft.log.committed == a_msgs[0].index + 2
-    return at_a, empty_appends(), net
+    net.filter = lose_first_ack_of_b
+    net.stabilize()
+    assert lost
+    return net, b, leader.raft.log.committed
 
 
-def test_settled_commit_notices_skip_followers_with_entries_in_flight() -> None:
-    # At A's commit both followers still have B to acknowledge; at B's commit nothing of
-    # theirs is uncommitted, so both hear of it at once.
-    assert commit_notices(CommitNotice.SETTLED)[:2] == ([], ["n2", "n3"])
-    assert commit_notices(CommitNotice.EVERY)[:2] == (["n2", "n3"], ["n2", "n3"])
-    assert commit_notices(CommitNotice.LAZY)[:2] == ([], [])
-
-
-def test_lazy_followers_learn_commits_from_the_next_heartbeat() -> None:
-    *_, net = commit_notices(CommitNotice.LAZY)
-    top = net["n1"].raft.log.committed
-    assert net["n3"].raft.log.committed < top
-    net.tick(n=2)
-    assert committed_everywhere(net, top)
-    net.assert_consistent()
+def test_a_lost_acknowledgement_costs_settled_notices_a_heartbeat() -> None:
+    # EVERY's notice at A's commit makes n2 answer again, which commits B; SETTLED sends
+    # none (B is in flight), so B waits for the next heartbeat's answer.
+    _, b, committed = pipelined_with_a_lost_ack(CommitNotice.EVERY)
+    assert committed == b
+    net, b, committed = pipelined_with_a_lost_ack(CommitNotice.SETTLED)
+    assert committed == b - 1
+    net.tick(["n1", "n2"], n=1)  # heartbeat_tick is 1
+    assert net["n1"].raft.log.committed == b and net["n2"].raft.log.committed == b

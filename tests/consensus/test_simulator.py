@@ -42,7 +42,7 @@ def test_a_seed_replays_identically_in_another_process() -> None:
 # commit prior term 6 / 12, stale vote 122 / 148, send before persist 300 / 299,
 # accept stale leader 0 / 4 (hence 5 nodes), read without quorum 10 / 11, count leader
 # before persist 137 / 96 (first at seed 1 / 3; only seeds with background writes;
-# the other counts were measured before seeds varied broadcast_commit).
+# the other counts were measured before seeds varied how leaders send commit notices).
 MUTATION_CLUSTERS = {
     Mutation.COUNT_LEADER_BEFORE_PERSIST: 3,
     Mutation.COMMIT_PRIOR_TERM_BY_COUNTING: 3,
