@@ -16,7 +16,8 @@ medledger-lazy-leveldb (the Raft log in LevelDB, as earlier builds), pysyncobj (
 defaults: in-memory log, no fsync), pysyncobj-tuned (the same with the low-latency
 settings in PYSYNCOBJ_TUNED), pysyncobj-journal (tuned, with PySyncObj's persistent
 journal file, which it never fsyncs), and diagnostics medledger-sync (persist before sending
-everywhere, as before), medledger-lazy (commits ride on the next APPEND or heartbeat),
+everywhere, as before), medledger-every, medledger-settled and medledger-lazy (the three
+RaftConfig.commit_notice modes; medledger runs the default, EVERY, as the node does),
 medledger-writer (the leader's saves in one writer thread, Readys pipelined),
 medledger-nofsync, medledger-thread (fsync in a worker thread, persist first),
 medledger-gc (gc.freeze and a higher GC threshold), medledger-gc-default (Python's collector
@@ -303,8 +304,9 @@ def main() -> int:
             "connections": args.connections,
             "warmup_s": args.warmup,
             "seconds": args.seconds,
-            "medledger": "RawNode + WalStorage (released segments reused, fdatasync "
-            "when must_sync, saves on the event loop; the leader sends a Ready marked "
+            "medledger": "RawNode + WalStorage (a spare segment made with the log, "
+            "released segments reused, fdatasync when must_sync, saves on the event "
+            "loop; commit_notice EVERY, as the node; the leader sends a Ready marked "
             "async_save before saving it and counts itself once saved), the node's "
             "garbage-collector settings (node/gctune.py), "
             f"trio TCP, tick {args.tick_ms} ms, election_tick 10, heartbeat_tick 1",
