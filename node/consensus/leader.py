@@ -148,8 +148,9 @@ class LeaderMixin:
             return
         committed = self.log.committed
         for node, pr in self.progress.items():
-            # SETTLED: a follower with uncommitted entries in flight hears of this
-            # commit with a later APPEND or with the advance that commits those.
+            # SETTLED: a follower whose last sent entry is not committed yet hears of
+            # this advance with its next APPEND or with the advance that commits that
+            # entry (or, if an APPEND or its answer was lost, at the next heartbeat).
             if node != self.id and (everyone or pr.next - 1 <= committed):
                 self._send_append(node, True)
                 while self._send_append(node, False):
