@@ -73,7 +73,7 @@ class LeaderMixin:
             return
         own = self.progress.get(self.id)
         if own is not None and own.maybe_update(self.log.stable_index()) and self._maybe_commit():
-            self.pending_commit = True
+            self._commit_moved()
 
     def propose(self, payloads: list[bytes]) -> int:
         """Append NORMAL entries; returns the index of the last one."""
@@ -144,8 +144,6 @@ class LeaderMixin:
         self.pending_bcast = self.pending_commit = False
         if self.role is not Role.LEADER:
             return
-        if not everyone and self.cfg.commit_notice is CommitNotice.LAZY:
-            return
         committed = self.log.committed
         for node, pr in self.progress.items():
             # SETTLED: a follower whose last sent entry is not committed yet hears of
@@ -155,6 +153,14 @@ class LeaderMixin:
                 self._send_append(node, True)
                 while self._send_append(node, False):
                     pass
+
+    def _commit_moved(self) -> bool:
+        """The commit index moved: notices go out at the next flush, unless they are
+        LAZY. Returns whether they do."""
+        if self.cfg.commit_notice is CommitNotice.LAZY:
+            return False
+        self.pending_commit = True
+        return True
 
     def _send_append(self, to: str, send_if_empty: bool) -> bool:
         pr = self.progress[to]
@@ -241,15 +247,12 @@ class LeaderMixin:
                 pr.become_replicate()
         else:
             pr.free_inflight_to(m.index)
-        committed = self._maybe_commit()
-        if committed:
-            self.pending_commit = True
-            # The notice tells this follower too (or, SETTLED, its in-flight entries
-            # will), unless notices are LAZY.
-            committed = self.cfg.commit_notice is not CommitNotice.LAZY
+        # A notice tells this follower too (SETTLED: if its last sent entry is committed;
+        # otherwise the advance that commits that entry will).
+        told = self._maybe_commit() and self._commit_moved()
         if self.role is not Role.LEADER:
             return  # the commit removed us
-        if was_paused and not committed:
+        if was_paused and not told:
             # It may have missed a commit index while paused: one APPEND even if empty.
             self._send_append(m.sender, True)
         while self._send_append(m.sender, False):
